@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# BLSP on LibriSpeech: a frozen Whisper encoder and a frozen chat LLM joined by
+# a trainable adapter. Set LIBRISPEECH in db.sh, then: ./run.sh --stage 1
+set -euo pipefail
+
+train_set=train_960
+valid_set=dev_clean
+test_sets="test_clean test_other"
+llm=meta-llama/Llama-2-7b-chat-hf   # any HF causal LM (hub name or local dir)
+whisper=openai/whisper-small         # any HF Whisper (hub name or local dir)
+
+./blsp.sh \
+  --local_data_opts "--combine_train ${train_set}" \
+  --train_set "${train_set}" \
+  --valid_set "${valid_set}" \
+  --test_sets "${test_sets}" \
+  --llm "${llm}" \
+  --whisper "${whisper}" \
+  --continuation_config conf/continuation.yaml \
+  --train_config conf/train_blsp.yaml \
+  --ngpu 1 --nj 8 \
+  "$@"

@@ -1,0 +1,1 @@
+../../../librispeech/blsp/local/data_prep.py

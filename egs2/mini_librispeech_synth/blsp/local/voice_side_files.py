@@ -1,0 +1,29 @@
+"""Writes Kaldi-style side files from the synthesizer's VOICES.tsv.
+
+``python local/voice_side_files.py <subset>/VOICES.tsv data/<set>`` writes
+``utt2accent``, ``utt2speed``, ``utt2pitch`` and ``utt2voice`` for the
+utterances of ``data/<set>/text``.
+"""
+
+import csv
+import sys
+from pathlib import Path
+
+from espnet_blsp.utils.kaldi_dir import read_kv, write_kv
+
+COLUMNS = {"utt2accent": "accent", "utt2speed": "speed", "utt2pitch": "pitch", "utt2voice": "voice"}
+
+
+def main(voices_tsv: str, data_dir: str) -> None:
+    with open(voices_tsv, newline="", encoding="utf-8") as f:
+        rows = {r["uttid"]: r for r in csv.DictReader(f, delimiter="\t")}
+    utts = [k for k, _ in read_kv(Path(data_dir) / "text")]
+    missing = [u for u in utts if u not in rows]
+    if missing:
+        sys.exit(f"{voices_tsv}: no row for utterance {missing[0]} of {data_dir}/text")
+    for name, column in COLUMNS.items():
+        write_kv(Path(data_dir) / name, [(u, rows[u][column].replace(" ", "_")) for u in utts])
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,155 @@
+"""Speech + instruction -> text with a trained BLSP model.
+
+``python -m espnet_blsp.bin.blsp_inference --train_config exp/blsp/config.yaml \\
+    --model_file exp/blsp/valid.loss.ave.pth \\
+    --data_path_and_name_and_type dump/whisper/test/feats.scp,speech,kaldi_ark \\
+    --instruction "Transcribe the speech. <speech>" --output exp/.../asr_text``
+
+With ``--score_text`` it writes each utterance's teacher-forced loss of the
+given reference response instead of generating.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from typeguard import typechecked
+
+from espnet_blsp.encoders.precomputed_encoder import PrecomputedEncoder
+from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
+from espnet_blsp.llm.batch import token_nll
+from espnet_blsp.llm.prompt import CONTINUATION_INSTRUCTION
+from espnet_blsp.tasks.blsp import BLSPTask
+from espnet_blsp.utils.audio import length_sorted_batches, load_speech, pad_batch
+from espnet_blsp.utils.kaldi_dir import read_kv
+from espnet_blsp.utils.progress import Progress
+from espnet_blsp.utils.resumable import ResumableWriter
+
+
+class Speech2Response:
+    """Answers instructions about speech, like ESPnet's ``Speech2Text``.
+
+    Example:
+        >>> s2r = Speech2Response("exp/blsp/config.yaml", "exp/blsp/valid.loss.ave.pth")
+        >>> s2r(waveform_16k, "Transcribe the speech. <speech>")
+
+    Args:
+        train_config: The ``config.yaml`` written by training.
+        model_file: Trained adapter weights; None keeps the random init (the
+            untrained-adapter baseline).
+        device: Torch device.
+        generate_kwargs: Passed to HF ``generate`` (default greedy, 64 tokens).
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        train_config: Union[Path, str],
+        model_file: Optional[Union[Path, str]] = None,
+        device: str = "cpu",
+        generate_kwargs: Optional[Dict] = None,
+    ):
+        self.model, self.train_args = BLSPTask.build_model_from_file(
+            train_config, model_file, device
+        )
+        self.model.eval()
+        self.generate_kwargs = generate_kwargs or {"max_new_tokens": 64, "do_sample": False}
+        self._waveform_encoder = None
+
+    @torch.no_grad()
+    def slots(self, speech: Sequence[np.ndarray]) -> List[torch.Tensor]:
+        """Adapter outputs for waveforms (1-D) or cached encoder frames (2-D)."""
+        x, lengths = pad_batch(list(speech))
+        if x.dim() == 2 and isinstance(self.model.encoder, PrecomputedEncoder):
+            # Trained on cached frames: encode waveforms with the same encoder.
+            x, lengths = self.waveform_encoder(x, lengths)
+        return self.model.speech_slots(x, lengths)
+
+    @property
+    def waveform_encoder(self) -> WhisperSpeechEncoder:
+        if self._waveform_encoder is None:
+            source = self.model.encoder.dumped_from
+            if source is None:
+                raise ValueError("model trained on cached frames of an unknown encoder; "
+                                 "pass frames (kaldi_ark) instead of waveforms")
+            self._waveform_encoder = WhisperSpeechEncoder(source)
+        return self._waveform_encoder
+
+    def batch(self, speech: Sequence[np.ndarray], instruction: str) -> List[str]:
+        """Responses for a batch of utterances."""
+        prompt = self.model.make_prompt(instruction)
+        return self.model.generate(self.slots(speech), prompt, **self.generate_kwargs)
+
+    def __call__(self, speech: np.ndarray, instruction: str = CONTINUATION_INSTRUCTION) -> str:
+        return self.batch([speech], instruction)[0]
+
+    @torch.no_grad()
+    def response_nll(
+        self, speech: Sequence[np.ndarray], responses: Sequence[str], instruction: str
+    ) -> List[Tuple[float, int]]:
+        """Summed NLL and token count of each given response (teacher-forced)."""
+        prompt = self.model.make_prompt(instruction)
+        tok = self.model.llm.tokenizer
+        targets = [tok(r, add_special_tokens=False).input_ids for r in responses]
+        batch = self.model.assemble(self.slots(speech), prompt, targets)
+        nll, rows, _ = token_nll(self.model.llm, batch)
+        return [
+            (float(nll[rows == i].sum()), int((rows == i).sum())) for i in range(len(targets))
+        ]
+
+
+def main(cmd: Optional[List[str]] = None):
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train_config", type=Path, required=True)
+    parser.add_argument("--model_file", type=Path, help="omit for the untrained adapter")
+    parser.add_argument(
+        "--data_path_and_name_and_type", required=True,
+        help="SCP,speech,TYPE with TYPE sound (wav.scp) or kaldi_ark (feats.scp)",
+    )
+    parser.add_argument("--key_file", type=Path, help="only these utterances (a split)")
+    parser.add_argument("--instruction", default=CONTINUATION_INSTRUCTION)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--score_text", type=Path, help="write the NLL of these responses")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--max_new_tokens", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the untrained adapter")
+    parser.add_argument("--num_threads", type=int, default=None)
+    args = parser.parse_args(cmd)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    torch.manual_seed(args.seed)
+    scp, _, kind = args.data_path_and_name_and_type.split(",")
+    s2r = Speech2Response(
+        args.train_config, args.model_file,
+        generate_kwargs={"max_new_tokens": args.max_new_tokens, "do_sample": False},
+    )
+    items = read_kv(scp)
+    if args.key_file:
+        wanted = {k for k, _ in read_kv(args.key_file, allow_empty_value=True)}
+        items = [kv for kv in items if kv[0] in wanted]
+    refs = dict(read_kv(args.score_text)) if args.score_text else None
+    with ResumableWriter(args.output) as out:
+        items = [kv for kv in items if kv[0] not in out.done and (refs is None or kv[0] in refs)]
+        speech = [load_speech(v, kind) for _, v in items]
+        progress = Progress(len(items))
+        for batch in length_sorted_batches(
+            [k for k, _ in items], [len(s) for s in speech], args.batch_size
+        ):
+            keys = [items[i][0] for i in batch]
+            feats = [speech[i] for i in batch]
+            if refs is None:
+                values = s2r.batch(feats, args.instruction)
+            else:
+                scores = s2r.response_nll(feats, [refs[k] for k in keys], args.instruction)
+                values = [f"{s:.4f} {n}" for s, n in scores]
+            out.write_batch(list(zip(keys, values)))
+            progress.update(len(batch))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Recipe stage: run the frozen speech encoder once, cache its frames.
+
+``python -m espnet_blsp.bin.dump_encoder --wav_scp dump/raw/train/wav.scp \\
+    --encoder exp/whisper --out_dir dump/whisper/train/split4/1``
+
+A frozen encoder gives the same frames every epoch, so training reads them
+from ``feats.scp`` (kaldiio) instead of recomputing them. ``feats.scp`` is
+written last, atomically: its presence marks a finished job.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import kaldiio
+import soundfile
+import torch
+
+from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
+from espnet_blsp.utils.audio import length_sorted_batches, load_speech, pad_batch
+from espnet_blsp.utils.kaldi_dir import read_kv, write_kv
+from espnet_blsp.utils.progress import Progress
+
+
+def dump(encoder: WhisperSpeechEncoder, wav_scp: Path, out_dir: Path, batch_size: int) -> int:
+    """Encodes every utterance of ``wav_scp`` into ``out_dir/feats.{ark,scp}``."""
+    items = read_kv(wav_scp)
+    if (out_dir / "feats.scp").exists():
+        logging.info(f"{out_dir}/feats.scp exists: nothing to do")
+        return 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sizes = [soundfile.info(v).frames for _, v in items]
+    keys = [k for k, _ in items]
+    ark = (out_dir / "feats.ark").resolve()
+    unsorted_scp = out_dir / ".feats.unsorted.scp"
+    progress = Progress(len(items))
+    with torch.no_grad(), kaldiio.WriteHelper(f"ark,scp:{ark},{unsorted_scp}") as writer:
+        for batch in length_sorted_batches(keys, sizes, batch_size):
+            speech, lengths = pad_batch([load_speech(items[i][1], "sound") for i in batch])
+            frames, flen = encoder(speech, lengths)
+            for i, x, n in zip(batch, frames, flen.tolist()):
+                writer(keys[i], x[:n].numpy())
+            progress.update(len(batch))
+    # Written in length order; Kaldi tools want it sorted by utterance.
+    index = dict(line.split(" ", 1) for line in unsorted_scp.read_text().splitlines())
+    write_kv(out_dir / "feats.scp", sorted(index.items()))
+    unsorted_scp.unlink()
+    return len(items)
+
+
+def main(cmd: Optional[List[str]] = None):
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--wav_scp", type=Path, required=True)
+    parser.add_argument("--encoder", required=True, help="HF Whisper (hub name or dir)")
+    parser.add_argument("--out_dir", type=Path, required=True)
+    parser.add_argument("--dtype", default="float32", help="encoder compute dtype")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--num_threads", type=int, default=None)
+    args = parser.parse_args(cmd)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    encoder = WhisperSpeechEncoder(args.encoder, dtype=args.dtype)
+    n = dump(encoder, args.wav_scp, args.out_dir, args.batch_size)
+    logging.info(f"{args.out_dir}: encoded {n} utterances (width {encoder.output_size()})")
+
+
+if __name__ == "__main__":
+    main()

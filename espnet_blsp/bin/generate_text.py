@@ -1,0 +1,130 @@
+"""Recipe stage: the LLM answers an instruction about each transcript.
+
+BLSP step 1 (the continuation targets), and the text rows of the results
+(the LLM reading the reference or a Whisper transcript)::
+
+    python -m espnet_blsp.bin.generate_text --llm exp/llm --config conf/continuation.yaml \\
+        --text dump/raw/train/text --output dump/raw/train/continuation
+
+Batched with left padding over length-sorted inputs, greedy by default, and
+resumable: a restarted job continues after the last complete batch.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+import yaml
+from typeguard import typechecked
+
+from espnet_blsp.llm.batch import assemble, generate, text_slots, token_nll
+from espnet_blsp.llm.hf_causal_lm import HFCausalLM
+from espnet_blsp.llm.prompt import CONTINUATION_INSTRUCTION, build_prompt
+from espnet_blsp.utils.kaldi_dir import read_kv
+from espnet_blsp.utils.progress import Progress
+from espnet_blsp.utils.resumable import ResumableWriter
+
+DEFAULTS: Dict[str, Any] = {
+    "instruction": CONTINUATION_INSTRUCTION,
+    "use_chat_template": True,
+    "dtype": "bfloat16",
+    "batch_size": 16,
+    "sentence_case": True,
+    "generate": {"max_new_tokens": 64, "do_sample": False},
+}
+
+
+def sentence_case(text: str) -> str:
+    """LibriSpeech-style ALL CAPS -> "All caps", which LLMs read better."""
+    return text.capitalize() if text.isupper() else text
+
+
+@typechecked
+def generate_file(
+    llm: HFCausalLM,
+    text: Path,
+    output: Path,
+    conf: Dict[str, Any],
+    score_text: Optional[Path] = None,
+) -> int:
+    """Writes ``uttid response`` lines for every transcript not yet done.
+
+    With ``score_text`` (uttid -> response), writes ``uttid nll_sum ntokens``
+    instead: the teacher-forced loss of that response given the transcript.
+
+    Returns:
+        The number of utterances processed by this call.
+    """
+    prompt = build_prompt(llm.tokenizer, conf["instruction"], conf["use_chat_template"])
+    items = read_kv(text)
+    refs = dict(read_kv(score_text)) if score_text else None
+    if refs is not None:
+        items = [kv for kv in items if kv[0] in refs]
+    with ResumableWriter(output) as out:
+        todo = [(k, v) for k, v in items if k not in out.done]
+        if len(todo) < len(items):
+            logging.info(f"{output}: resuming, {len(items) - len(todo)} already done")
+        # Longest first: similar lengths share a batch, and memory peaks early.
+        todo.sort(key=lambda kv: -len(kv[1]))
+        progress = Progress(len(todo))
+        bs = conf["batch_size"]
+        for i in range(0, len(todo), bs):
+            batch = todo[i : i + bs]
+            texts = [sentence_case(v) if conf["sentence_case"] else v for _, v in batch]
+            slots = text_slots(llm, texts, prompt)
+            if refs is not None:
+                replies = response_nll(llm, slots, prompt, [refs[k] for k, _ in batch])
+            else:
+                replies = generate(llm, slots, prompt, **conf["generate"])
+            for (key, _), reply in zip(batch, replies):
+                if not reply.strip():
+                    logging.warning(f"{text}: utterance {key}: empty response")
+            out.write_batch([(k, r) for (k, _), r in zip(batch, replies)])
+            progress.update(len(batch))
+    return len(todo)
+
+
+@torch.no_grad()
+def response_nll(llm, slots, prompt, responses: List[str]) -> List[str]:
+    """``"nll_sum ntokens"`` of each response given its slot, teacher-forced."""
+    targets = [llm.tokenizer(r, add_special_tokens=False).input_ids for r in responses]
+    nll, rows, _ = token_nll(llm, assemble(llm, slots, prompt, targets))
+    return [f"{float(nll[rows == i].sum()):.4f} {int((rows == i).sum())}" for i in range(len(targets))]
+
+
+def load_conf(path: Optional[Path], overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """Defaults <- YAML file <- command-line overrides."""
+    conf = {**DEFAULTS, "generate": dict(DEFAULTS["generate"])}
+    if path is not None:
+        loaded = yaml.safe_load(path.read_text()) or {}
+        conf.update({k: v for k, v in loaded.items() if k != "generate"})
+        conf["generate"].update(loaded.get("generate", {}))
+    conf.update({k: v for k, v in overrides.items() if v is not None})
+    return conf
+
+
+def main(cmd: Optional[List[str]] = None):
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--llm", required=True, help="HF causal LM (hub name or dir)")
+    parser.add_argument("--text", type=Path, required=True, help="Kaldi text file")
+    parser.add_argument("--output", type=Path, required=True, help="uttid -> response")
+    parser.add_argument("--config", type=Path, help="YAML: instruction, batch_size, generate")
+    parser.add_argument("--instruction", help="overrides the config; contains <speech>")
+    parser.add_argument("--batch_size", type=int)
+    parser.add_argument("--score_text", type=Path, help="write the NLL of these responses")
+    parser.add_argument("--num_threads", type=int, default=None, help="torch threads")
+    args = parser.parse_args(cmd)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    conf = load_conf(args.config, {"instruction": args.instruction, "batch_size": args.batch_size})
+    llm = HFCausalLM(args.llm, dtype=conf["dtype"])
+    n = generate_file(llm, args.text, args.output, conf, args.score_text)
+    logging.info(f"{args.output}: generated {n} responses")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Scores one system on one test set, and gathers scores into RESULTS.md.
+
+``python -m espnet_blsp.bin.score --ref_text dump/raw/test/text \\
+    --ref_continuation dump/raw/test/continuation --sys_dir exp/eval/test/blsp``
+
+reads ``<sys_dir>/{continuation,asr_text,nll}`` (whichever exist) and writes
+``<sys_dir>/score.json``: continuation agreement (sacrebleu chrF, BLEU),
+zero-shot ASR WER (Whisper's English normaliser, then jiwer) and the mean
+per-token loss of the reference continuation.
+
+``python -m espnet_blsp.bin.score --results exp/eval --out RESULTS.md`` makes
+the table.
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import jiwer
+import sacrebleu
+from typeguard import typechecked
+
+from espnet_blsp.utils.kaldi_dir import DataDirError, read_kv
+
+ROW_ORDER = ["text_llm", "whisper_cascade", "blsp_untrained", "blsp"]
+ROW_NAMES = {
+    "text_llm": "Text+LLM (reference transcript; upper bound)",
+    "whisper_cascade": "Whisper+LLM cascade",
+    "blsp_untrained": "Untrained adapter (random init)",
+    "blsp": "BLSP (trained adapter)",
+}
+
+
+def _normalizer():
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer({})
+
+
+@typechecked
+def paired(ref: Path, hyp: Path) -> Dict[str, List[str]]:
+    """Reference and hypothesis lines for the same utterances (hyp may be empty)."""
+    refs = dict(read_kv(ref))
+    hyps = dict(read_kv(hyp, allow_empty_value=True))
+    missing = sorted(set(refs) - set(hyps))
+    if missing:
+        raise DataDirError(f"{hyp}: no output for utterance {missing[0]} of {ref}")
+    keys = sorted(refs)
+    return {"ref": [refs[k] for k in keys], "hyp": [hyps[k] for k in keys]}
+
+
+@typechecked
+def score_system(
+    sys_dir: Path, ref_text: Path, ref_continuation: Optional[Path]
+) -> Dict[str, float]:
+    """All metrics whose inputs exist in ``sys_dir``."""
+    scores: Dict[str, float] = {}
+    if ref_continuation and (sys_dir / "continuation").exists():
+        p = paired(ref_continuation, sys_dir / "continuation")
+        scores["cont_chrf"] = sacrebleu.corpus_chrf(p["hyp"], [p["ref"]]).score
+        scores["cont_bleu"] = sacrebleu.corpus_bleu(p["hyp"], [p["ref"]]).score
+        scores["num_utts"] = len(p["ref"])
+    if (sys_dir / "asr_text").exists():
+        p = paired(ref_text, sys_dir / "asr_text")
+        norm = _normalizer()
+        refs = [norm(r) for r in p["ref"]]
+        hyps = [norm(h) for h in p["hyp"]]
+        scores["asr_wer"] = 100 * jiwer.wer(refs, hyps)
+        scores["num_utts"] = len(refs)
+    if (sys_dir / "nll").exists():
+        total = count = 0.0
+        for key, value in read_kv(sys_dir / "nll"):
+            s, n = value.split()
+            total, count = total + float(s), count + int(n)
+        scores["cont_nll"] = total / max(count, 1)
+    return scores
+
+
+@typechecked
+def results_table(results_dir: Path) -> str:
+    """Markdown tables, one per test set, from ``<set>/<system>/score.json``."""
+    lines = []
+    for set_dir in sorted(p for p in results_dir.iterdir() if p.is_dir()):
+        systems = {p.parent.name: json.loads(p.read_text()) for p in set_dir.glob("*/score.json")}
+        if not systems:
+            continue
+        n = max(int(s.get("num_utts", 0)) for s in systems.values())
+        lines += [
+            f"### {set_dir.name} ({n} utterances)",
+            "",
+            "| system | continuation chrF ↑ | continuation BLEU ↑ | ASR WER % ↓ | continuation loss ↓ |",
+            "|---|---|---|---|---|",
+        ]
+        order = [s for s in ROW_ORDER if s in systems] + sorted(set(systems) - set(ROW_ORDER))
+        for name in order:
+            s = systems[name]
+            cells = [f"{s[k]:.2f}" if k in s else "–" for k in ("cont_chrf", "cont_bleu", "asr_wer", "cont_nll")]
+            lines.append(f"| {ROW_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(cmd: Optional[List[str]] = None):
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sys_dir", type=Path, help="score this system dir")
+    parser.add_argument("--ref_text", type=Path, help="reference transcripts")
+    parser.add_argument("--ref_continuation", type=Path, help="Text+LLM continuations")
+    parser.add_argument("--results", type=Path, help="make the table from this dir")
+    parser.add_argument("--out", type=Path, help="markdown output (with --results)")
+    args = parser.parse_args(cmd)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.sys_dir:
+        scores = score_system(args.sys_dir, args.ref_text, args.ref_continuation)
+        (args.sys_dir / "score.json").write_text(json.dumps(scores, indent=1) + "\n")
+        logging.info(f"{args.sys_dir}: {scores}")
+    if args.results:
+        table = results_table(args.results)
+        print(table)
+        if args.out:
+            args.out.write_text(table)
+
+
+if __name__ == "__main__":
+    main()

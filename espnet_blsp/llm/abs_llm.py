@@ -1,0 +1,47 @@
+"""Interface of the frozen LLM the speech is fed into."""
+
+from abc import ABC, abstractmethod
+from typing import List
+
+import torch
+
+
+class AbsLLM(torch.nn.Module, ABC):
+    """A frozen causal LM that reads input embeddings.
+
+    Attributes:
+        tokenizer: Its HF tokenizer (also builds the prompt).
+    """
+
+    tokenizer = None
+
+    def get_device(self) -> torch.device:
+        """Where the LLM's weights live."""
+        return next(self.parameters()).device
+
+    @abstractmethod
+    def hidden_size(self) -> int:
+        """Width of the input embeddings."""
+
+    @abstractmethod
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids -> input embeddings."""
+
+    @abstractmethod
+    def hidden_states(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """Last-layer hidden states (B, L, D) of a right-padded batch."""
+
+    @abstractmethod
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states -> vocabulary logits."""
+
+    @abstractmethod
+    def generate(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs
+    ) -> List[List[int]]:
+        """Decode from a left-padded batch; returns the new token ids."""

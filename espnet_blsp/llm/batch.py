@@ -1,0 +1,114 @@
+"""LLM input batches: prompt + slot (+ response), and decoding from them."""
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import torch
+
+from espnet_blsp.llm.abs_llm import AbsLLM
+from espnet_blsp.llm.prompt import Prompt
+
+IGNORE_ID = -100
+
+
+@dataclass
+class LLMBatch:
+    """A padded batch of LLM inputs.
+
+    Attributes:
+        embeds: (B, L, D) input embeddings, zeros at padding.
+        mask: (B, L) 1 for real positions.
+        positions: (B, L) position ids counting only real positions.
+        labels: (B, L) target ids, IGNORE_ID except on the response and its
+            end token.
+    """
+
+    embeds: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    labels: torch.Tensor
+
+
+def embed_ids(llm: AbsLLM, ids: Sequence[int]) -> torch.Tensor:
+    """Token ids -> the LLM's input embeddings, on the LLM's device."""
+    device = llm.get_device()
+    return llm.embed(torch.tensor(list(ids), dtype=torch.long, device=device))
+
+
+def text_slots(llm: AbsLLM, texts: Sequence[str], prompt: Prompt) -> List[torch.Tensor]:
+    """Transcripts -> their token embeddings, to stand in the slot."""
+    tok = llm.tokenizer
+    return [
+        embed_ids(llm, tok(prompt.slot_lead + t, add_special_tokens=False).input_ids)
+        for t in texts
+    ]
+
+
+def assemble(
+    llm: AbsLLM,
+    slots: Sequence[torch.Tensor],
+    prompt: Prompt,
+    targets: Optional[Sequence[Sequence[int]]] = None,
+    left_pad: bool = False,
+) -> LLMBatch:
+    """Builds ``prefix + slot + suffix [+ target + end]`` rows.
+
+    Padding goes only at one end of each row (right for training, left for
+    generation), and position ids count real positions only.
+    """
+    prefix = embed_ids(llm, prompt.prefix)
+    suffix = embed_ids(llm, prompt.suffix)
+    rows, labels = [], []
+    for i, slot in enumerate(slots):
+        parts = [prefix, slot.to(prefix.dtype), suffix]
+        row_labels = [IGNORE_ID] * sum(p.size(0) for p in parts)
+        if targets is not None:
+            response = list(targets[i]) + [prompt.end]
+            parts.append(embed_ids(llm, response))
+            row_labels += response
+        rows.append(torch.cat(parts))
+        labels.append(row_labels)
+    length = max(r.size(0) for r in rows)
+    dim, device = prefix.size(-1), prefix.device
+    batch = LLMBatch(
+        embeds=prefix.new_zeros(len(rows), length, dim),
+        mask=torch.zeros(len(rows), length, dtype=torch.long, device=device),
+        positions=torch.zeros(len(rows), length, dtype=torch.long, device=device),
+        labels=torch.full((len(rows), length), IGNORE_ID, device=device),
+    )
+    for i, (row, lab) in enumerate(zip(rows, labels)):
+        n = row.size(0)
+        span = slice(length - n, length) if left_pad else slice(0, n)
+        batch.embeds[i, span] = row
+        batch.mask[i, span] = 1
+        batch.positions[i, span] = torch.arange(n, device=device)
+        batch.labels[i, span] = torch.tensor(lab, device=device)
+    return batch
+
+
+def token_nll(llm: AbsLLM, batch: LLMBatch):
+    """Per-token NLL of the labelled positions.
+
+    Returns:
+        (N,) NLL per labelled token, (N,) the row each belongs to, and (N,)
+        whether the argmax prediction was right.
+    """
+    hidden = llm.hidden_states(batch.embeds, batch.mask, batch.positions)
+    target = batch.labels[:, 1:]
+    keep = target != IGNORE_ID
+    logits = llm.logits(hidden[:, :-1][keep])
+    nll = torch.nn.functional.cross_entropy(logits, target[keep], reduction="none")
+    correct = logits.argmax(-1) == target[keep]
+    return nll, keep.nonzero()[:, 0], correct
+
+
+@torch.no_grad()
+def generate(
+    llm: AbsLLM, slots: Sequence[torch.Tensor], prompt: Prompt, **generate_kwargs
+) -> List[str]:
+    """Responses to the prompt with each slot filled (greedy unless told)."""
+    batch = assemble(llm, slots, prompt, left_pad=True)
+    tok = llm.tokenizer
+    eos = [prompt.end] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
+    ids = llm.generate(batch.embeds, batch.mask, eos_token_id=eos, **generate_kwargs)
+    return [tok.decode(row, skip_special_tokens=True).strip() for row in ids]

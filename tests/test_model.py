@@ -1,0 +1,143 @@
+"""BLSPModel: batch assembly, frozen parts, a training step, checkpoints."""
+
+import pytest
+import torch
+
+from espnet_blsp.adapters.conv_glu_adapter import ConvGLUAdapter
+from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
+from espnet_blsp.llm.hf_causal_lm import HFCausalLM
+from espnet_blsp.llm.batch import IGNORE_ID
+from espnet_blsp.models.blsp import BLSPModel
+
+
+@pytest.fixture(scope="module")
+def model(tiny_whisper_dir, tiny_llm_dir):
+    torch.manual_seed(0)
+    encoder = WhisperSpeechEncoder(str(tiny_whisper_dir))
+    llm = HFCausalLM(str(tiny_llm_dir), dtype="float32")
+    adapter = ConvGLUAdapter(encoder.output_size(), llm.hidden_size(), bottleneck_dim=8)
+    return BLSPModel(encoder, adapter, llm)
+
+
+def speech_batch(lengths):
+    g = torch.Generator().manual_seed(1)
+    speech = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        speech[i, :n] = 0.1 * torch.randn(n, generator=g)
+    return speech, torch.tensor(lengths)
+
+
+def test_assembled_batch_places_speech_and_labels(model):
+    prompt = model.prompt
+    slots = [torch.randn(3, 32), torch.randn(5, 32)]
+    targets = [[10, 11], [12]]
+    batch = model.assemble(slots, prompt, targets)
+    n_pre, n_suf = len(prompt.prefix), len(prompt.suffix)
+    for i, (slot, tgt) in enumerate(zip(slots, targets)):
+        n = n_pre + slot.size(0) + n_suf + len(tgt) + 1
+        assert batch.mask[i, :n].all() and not batch.mask[i, n:].any()  # right pad only
+        assert batch.positions[i, :n].tolist() == list(range(n))
+        torch.testing.assert_close(batch.embeds[i, n_pre : n_pre + slot.size(0)], slot)
+        labelled = batch.labels[i][batch.labels[i] != IGNORE_ID].tolist()
+        assert labelled == tgt + [prompt.end]
+        assert (batch.labels[i, : n - len(tgt) - 1] == IGNORE_ID).all()
+    left = model.assemble(slots, prompt, left_pad=True)
+    n0 = n_pre + 3 + n_suf
+    assert not left.mask[0, :-n0].any() and left.mask[0, -n0:].all()
+    assert left.positions[0, -n0:].tolist() == list(range(n0))
+
+
+def test_adapter_lengths_match_conv_arithmetic():
+    adapter = ConvGLUAdapter(16, 32, bottleneck_dim=8)
+    for n in [1, 7, 8, 9, 50, 1500]:
+        out, lengths = adapter(torch.randn(1, n, 16), torch.tensor([n]))
+        assert out.shape == (1, lengths.item(), 32)
+        expected = n
+        for _ in range(3):
+            expected = (expected - 1) // 2 + 1
+        assert lengths.item() == expected
+    assert adapter(torch.randn(1, 1500, 16), torch.tensor([1500]))[1].item() == 188
+
+
+def test_adapter_ignores_padding():
+    adapter = ConvGLUAdapter(16, 32, bottleneck_dim=8)
+    x = torch.randn(1, 40, 16)
+    alone, n = adapter(x, torch.tensor([40]))
+    padded = torch.cat([x, 100 * torch.randn(1, 24, 16)], dim=1)
+    out, m = adapter(padded, torch.tensor([40]))
+    assert n.item() == m.item()
+    torch.testing.assert_close(out[:, : n.item()], alone)
+
+
+def test_encoder_trims_and_handles_long_audio(model):
+    speech, lengths = speech_batch([16000, 8000])
+    frames, flen = model.encoder(speech, lengths)
+    assert flen.tolist() == [50, 25]
+    long_speech, long_len = speech_batch([16000 * 31])
+    _, llen = model.encoder(long_speech, long_len)
+    assert llen.tolist() == [1500 + 50]
+
+
+def test_step_trains_only_the_adapter_and_loss_falls(model):
+    frozen = {k: v.clone() for k, v in model.named_parameters() if not v.requires_grad}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert {k.split(".")[0] for k, p in model.named_parameters() if p.requires_grad} == {"adapter"}
+    opt = torch.optim.AdamW(trainable, lr=1e-2)
+    speech, lengths = speech_batch([8000, 12000])
+    text = torch.tensor([[20, 21, 22], [23, 24, -1]])
+    text_lengths = torch.tensor([3, 2])
+    losses = []
+    model.train()
+    assert not model.llm.training and not model.encoder.training
+    for _ in range(10):
+        loss, stats, weight = model(speech, lengths, text, text_lengths)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.8
+    assert weight.item() == 2 and set(stats) == {"loss", "acc", "ppl"}
+    for k, v in model.named_parameters():
+        if not v.requires_grad:
+            assert v.grad is None
+            torch.testing.assert_close(v, frozen[k])
+
+
+def test_checkpoint_holds_only_the_adapter(model, tiny_whisper_dir, tiny_llm_dir):
+    state = model.state_dict()
+    assert state and all(k.startswith("adapter.") for k in state)
+    encoder = WhisperSpeechEncoder(str(tiny_whisper_dir))
+    llm = HFCausalLM(str(tiny_llm_dir), dtype="float32")
+    adapter = ConvGLUAdapter(encoder.output_size(), llm.hidden_size(), bottleneck_dim=8)
+    fresh = BLSPModel(encoder, adapter, llm)
+    fresh.load_state_dict(state)  # strict: frozen keys are not required
+    for k, v in fresh.state_dict().items():
+        torch.testing.assert_close(v, state[k])
+    with pytest.raises(RuntimeError, match="adapter"):
+        fresh.load_state_dict({})
+
+
+def test_frozen_llm_keeps_bf16_under_trainer_cast(tiny_whisper_dir, tiny_llm_dir):
+    encoder = WhisperSpeechEncoder(str(tiny_whisper_dir))
+    llm = HFCausalLM(str(tiny_llm_dir), dtype="bfloat16")
+    adapter = ConvGLUAdapter(encoder.output_size(), llm.hidden_size(), bottleneck_dim=8)
+    model = BLSPModel(encoder, adapter, llm).to(dtype=torch.float32)
+    assert llm.dtype == torch.bfloat16
+    assert next(model.adapter.parameters()).dtype == torch.float32
+    speech, lengths = speech_batch([8000])
+    loss, _, _ = model(speech, lengths, torch.tensor([[20, 21]]), torch.tensor([2]))
+    loss.backward()
+    assert all(p.grad is not None for p in model.adapter.parameters())
+
+
+def test_text_and_speech_generation(model):
+    prompt = model.make_prompt("Transcribe the speech. <speech>")
+    texts = model.generate(model.text_slots(["the quick fox", "a"], prompt), prompt, max_new_tokens=5, do_sample=False)
+    speech, lengths = speech_batch([8000, 16000])
+    with torch.no_grad():
+        slots = model.speech_slots(speech, lengths)
+    outs = model.generate(slots, prompt, max_new_tokens=5, do_sample=False)
+    assert len(texts) == 2 and len(outs) == 2 and all(isinstance(t, str) for t in texts + outs)
+    # Left padding must not change a row's greedy output.
+    single = model.generate(slots[:1], prompt, max_new_tokens=5, do_sample=False)
+    assert single[0] == outs[0]
