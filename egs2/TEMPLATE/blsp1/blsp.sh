@@ -175,16 +175,16 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
       --resume true --output_dir "${blsp_exp}" ${train_args}
 fi
 
-# Generation and teacher-forced loss for one system on one test set:
-#   decode_system <system> <set> <what to run; gets extra args>
-text_system() {  # <system dir> <transcripts>
-  local sd=$1 text=$2 d=${dumpdir}/raw/$3
-  local gen="${python} -m espnet_blsp.bin.generate_text --llm ${llm} --config ${continuation_config} --num_threads ${num_threads} --text ${text}"
-  [ -f "${sd}/continuation" ] || ${gen} --output "${sd}/continuation"
-  [ -f "${sd}/asr_text" ] || ${gen} --instruction "${asr_instruction}" --output "${sd}/asr_text"
-  [ -f "${sd}/nll" ] || ${gen} --score_text "${d}/continuation" --output "${sd}/nll"
+# Each system answers the continuation and ASR instructions on a test set and
+# scores the Text+LLM continuation (teacher-forced loss).
+text_system() {  # <system dir> <transcripts> <set>: the LLM reads text
+  local sd=$1 text=$2 ref=${dumpdir}/raw/$3/continuation
+  local gen="${python} -m espnet_blsp.bin.generate_text --llm ${llm} --config ${continuation_config} --num_threads ${num_threads} --text IN --output OUT"
+  [ -f "${sd}/continuation" ] || run_split "${text}" "${sd}/continuation" continuation "${gen}"
+  [ -f "${sd}/asr_text" ] || run_split "${text}" "${sd}/asr_text" asr "${gen} --instruction '${asr_instruction}'"
+  [ -f "${sd}/nll" ] || run_split "${text}" "${sd}/nll" nll "${gen} --score_text ${ref}"
 }
-speech_system() {  # <system dir> <set> [--model_file F]
+speech_system() {  # <system dir> <set> [--model_file F]: the LLM hears speech
   local sd=$1 dset=$2; shift 2
   local inf="${python} -m espnet_blsp.bin.blsp_inference --train_config ${blsp_exp}/config.yaml $* --num_threads ${num_threads} --batch_size ${inference_batch_size} --data_path_and_name_and_type ${speech_root}/${dset}/${speech_scp},speech,${speech_type} --key_file IN --output OUT"
   local keys=${dumpdir}/raw/${dset}/continuation
@@ -226,7 +226,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
   {
     echo "# RESULTS"
     echo
-    echo "- recipe: $(basename "$(cd ../.. && pwd)")/$(basename "$PWD"), $(date '+%Y-%m-%d')"
+    echo "- recipe: egs2/$(basename "$(cd .. && pwd)")/$(basename "$PWD"), $(date '+%Y-%m-%d')"
     echo "- LLM: ${llm}; speech encoder: ${whisper}; config: ${train_config}; model: ${inference_model}"
     echo "- continuation agreement is against the Text+LLM continuation (so Text+LLM is 100 by construction);"
     echo "  WER after Whisper's English normaliser; loss = mean per-token NLL of the Text+LLM continuation."

@@ -18,7 +18,7 @@ Prepares <data_dir>/<name> (wav.scp, text, utt2spk, spk2utt, utt2gender,
 spk2gender) for each LibriSpeech subset, e.g. train-clean-100 -> ${data_dir}/train_clean_100.
 The corpus root is LIBRISPEECH from ./db.sh.
 Options:
-  --datasets  # subsets to prepare (default="${datasets}")
+  --datasets  # subsets to prepare, comma- or space-separated (default="${datasets}")
   --data_dir  # output root (default="${data_dir}")
   --combine_train  # merged training set name (default="${combine_train}")
 EOF
@@ -53,7 +53,7 @@ fi
 
 # Resolve every subset first so that nothing is written when one is missing.
 subset_dirs=()
-for dset in ${datasets}; do
+for dset in ${datasets//,/ }; do  # comma- or space-separated
   if [ -d "${LIBRISPEECH}/${dset}" ]; then
     subset_dirs+=("${LIBRISPEECH}/${dset}")
   elif [ -d "${LIBRISPEECH}/LibriSpeech/${dset}" ]; then

