@@ -268,6 +268,13 @@ class _Source:
         return t
 
 
+class _StrictVars(dict):
+    """A dict of CT2 variables whose missing keys raise a ConversionError naming them."""
+
+    def __missing__(self, key):
+        raise ConversionError(f"CT2 variable {key!r} is missing from model.bin")
+
+
 def _layer_count(model: Ct2Model, prefix: str) -> int:
     pattern = re.compile(re.escape(prefix) + r"/layer_(\d+)/")
     indices = {int(m.group(1)) for n in model.variables for m in [pattern.match(n)] if m}
@@ -287,7 +294,7 @@ def infer_whisper_dims(model: Ct2Model) -> dict:
     """
     if model.spec != "WhisperSpec":
         raise ConversionError(f"model.bin holds a {model.spec!r}, not a WhisperSpec")
-    v = model.variables
+    v = _StrictVars(model.variables)
     conv1 = v["encoder/conv1/weight"]
     d_model, n_mels = int(conv1.shape[0]), int(conv1.shape[1])
     dims = dict(
@@ -377,7 +384,7 @@ def ct2_to_hf_state_dict(model: Ct2Model, hf_shapes: Dict[str, tuple]) -> dict:
     src = _Source(model)
     _check_flags(src)
     state: dict = {}
-    d = model.variables["encoder/conv1/weight"].shape[0]
+    d = _StrictVars(model.variables)["encoder/conv1/weight"].shape[0]
 
     def put(key, tensor):
         if key not in hf_shapes:

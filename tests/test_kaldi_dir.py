@@ -1,0 +1,71 @@
+"""Bad input gets a clear error naming the file, line and utterance."""
+
+import numpy as np
+import pytest
+import soundfile
+
+from espnet_blsp.bin.format_data import format_dir
+from espnet_blsp.utils.kaldi_dir import DataDirError, read_kv, write_kv
+
+
+def make_dir(tmp_path, n=3, seconds=1.0):
+    d = tmp_path / "data"
+    d.mkdir()
+    wavs, texts, spk = [], [], []
+    for i in range(n):
+        utt = f"spk1-utt{i}"
+        wav = tmp_path / f"{utt}.flac"
+        soundfile.write(wav, np.zeros(int(16000 * seconds * (i + 1)), dtype="float32"), 16000)
+        wavs.append((utt, str(wav)))
+        texts.append((utt, f"HELLO {i}"))
+        spk.append((utt, "spk1"))
+    write_kv(d / "wav.scp", wavs)
+    write_kv(d / "text", texts)
+    write_kv(d / "utt2spk", spk)
+    return d
+
+
+def test_format_filters_by_length_and_copies_side_files(tmp_path):
+    d = make_dir(tmp_path)
+    write_kv(d / "utt2gender", [(f"spk1-utt{i}", "f") for i in range(3)])
+    kept, dropped = format_dir(d, tmp_path / "out", min_sec=0.5, max_sec=2.5)
+    assert (kept, dropped) == (2, 1)
+    assert [k for k, _ in read_kv(tmp_path / "out/utt2gender")] == ["spk1-utt0", "spk1-utt1"]
+    assert read_kv(tmp_path / "out/utt2num_samples") == [("spk1-utt0", "16000"), ("spk1-utt1", "32000")]
+    assert read_kv(tmp_path / "out/spk2utt") == [("spk1", "spk1-utt0 spk1-utt1")]
+
+
+def test_unsorted_file_names_line_and_utterance(tmp_path):
+    d = make_dir(tmp_path)
+    (d / "text").write_text("spk1-utt1 B\nspk1-utt0 A\nspk1-utt2 C\n")
+    with pytest.raises(DataDirError, match=r"text:2: utterance spk1-utt0 is unsorted"):
+        format_dir(d, tmp_path / "out", 0, 100)
+
+
+def test_ids_disagree(tmp_path):
+    d = make_dir(tmp_path)
+    write_kv(d / "utt2spk", [("spk1-utt0", "spk1"), ("spk1-utt2", "spk1")])
+    with pytest.raises(DataDirError, match=r"utt2spk: utterance spk1-utt1 of .*wav.scp is missing"):
+        format_dir(d, tmp_path / "out", 0, 100)
+
+
+def test_empty_transcript(tmp_path):
+    d = make_dir(tmp_path)
+    (d / "text").write_text("spk1-utt0 A\nspk1-utt1\nspk1-utt2 C\n")
+    with pytest.raises(DataDirError, match=r"text:2: utterance spk1-utt1 has no value"):
+        format_dir(d, tmp_path / "out", 0, 100)
+
+
+def test_missing_audio_and_nothing_written(tmp_path):
+    d = make_dir(tmp_path)
+    (tmp_path / "spk1-utt2.flac").unlink()
+    with pytest.raises(DataDirError, match=r"wav.scp:3: utterance spk1-utt2: cannot read"):
+        format_dir(d, tmp_path / "out", 0, 100)
+    assert not (tmp_path / "out").exists()
+
+
+def test_wrong_sample_rate(tmp_path):
+    d = make_dir(tmp_path)
+    soundfile.write(tmp_path / "spk1-utt1.flac", np.zeros(8000, dtype="float32"), 8000)
+    with pytest.raises(DataDirError, match=r"utterance spk1-utt1: .* 8000 Hz"):
+        format_dir(d, tmp_path / "out", 0, 100)
