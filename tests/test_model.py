@@ -141,3 +141,49 @@ def test_text_and_speech_generation(model):
     # Left padding must not change a row's greedy output.
     single = model.generate(slots[:1], prompt, max_new_tokens=5, do_sample=False)
     assert single[0] == outs[0]
+
+
+def test_unpadded_encoder_is_batch_invariant(tiny_whisper_dir):
+    encoder = WhisperSpeechEncoder(str(tiny_whisper_dir))
+    speech, lengths = speech_batch([16000, 5000, 9600])
+    frames, flen = encoder(speech, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        alone, alen = encoder(speech[i : i + 1, :n], lengths[i : i + 1])
+        assert alen.item() == flen[i].item()
+        torch.testing.assert_close(frames[i, : flen[i]], alone[0], atol=1e-5, rtol=1e-4)
+
+
+def test_padded_encoder_matches_hf_whisper(tiny_whisper_dir):
+    from transformers import WhisperFeatureExtractor, WhisperModel
+
+    encoder = WhisperSpeechEncoder(str(tiny_whisper_dir), pad_to_30s=True)
+    speech, lengths = speech_batch([16000])
+    frames, flen = encoder(speech, lengths)
+    fe = WhisperFeatureExtractor.from_pretrained(tiny_whisper_dir)
+    mel = fe(speech[0].numpy(), sampling_rate=16000, return_tensors="pt").input_features
+    ref = WhisperModel.from_pretrained(tiny_whisper_dir).encoder(mel).last_hidden_state
+    torch.testing.assert_close(frames[0], ref[0, :50])
+
+
+def test_prefix_cache_gives_the_same_loss_and_gradients(model):
+    from espnet_blsp.llm.batch import response_nll, token_nll
+
+    speech, lengths = speech_batch([8000, 12000])
+    targets = [[20, 21, 22], [23, 24]]
+
+    def loss_and_grads(cached: bool):
+        model.adapter.zero_grad()
+        slots = model.speech_slots(speech, lengths)
+        if cached:
+            nll, rows, _ = response_nll(model.llm, slots, model.prompt, targets)
+        else:
+            nll, rows, _ = token_nll(model.llm, model.assemble(slots, model.prompt, targets))
+        nll.sum().backward()
+        return nll.detach(), rows, [p.grad.clone() for p in model.adapter.parameters()]
+
+    full, full_rows, full_grads = loss_and_grads(False)
+    cached, cached_rows, cached_grads = loss_and_grads(True)
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-4)
+    assert cached_rows.tolist() == full_rows.tolist() == [0, 0, 0, 0, 1, 1, 1]
+    for a, b in zip(cached_grads, full_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)

@@ -20,13 +20,12 @@ from typeguard import typechecked
 
 from espnet_blsp.encoders.precomputed_encoder import PrecomputedEncoder
 from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
-from espnet_blsp.llm.batch import token_nll
+from espnet_blsp.llm.batch import response_nll
 from espnet_blsp.llm.prompt import CONTINUATION_INSTRUCTION
 from espnet_blsp.tasks.blsp import BLSPTask
-from espnet_blsp.utils.audio import length_sorted_batches, load_speech, pad_batch
+from espnet_blsp.llm.respond import respond
+from espnet_blsp.utils.audio import load_speech, pad_batch
 from espnet_blsp.utils.kaldi_dir import read_kv
-from espnet_blsp.utils.progress import Progress
-from espnet_blsp.utils.resumable import ResumableWriter
 
 
 class Speech2Response:
@@ -94,11 +93,43 @@ class Speech2Response:
         prompt = self.model.make_prompt(instruction)
         tok = self.model.llm.tokenizer
         targets = [tok(r, add_special_tokens=False).input_ids for r in responses]
-        batch = self.model.assemble(self.slots(speech), prompt, targets)
-        nll, rows, _ = token_nll(self.model.llm, batch)
+        nll, rows, _ = response_nll(self.model.llm, self.slots(speech), prompt, targets)
         return [
             (float(nll[rows == i].sum()), int((rows == i).sum())) for i in range(len(targets))
         ]
+
+
+def respond_to_speech(
+    s2r: Speech2Response,
+    scp: str,
+    kind: str,
+    output: Path,
+    instruction: str,
+    batch_size: int,
+    keys: Optional[Sequence[str]] = None,
+    references: Optional[Dict[str, str]] = None,
+) -> int:
+    """Answers ``instruction`` for each utterance of ``scp`` into ``output``.
+
+    Args:
+        scp: ``wav.scp`` (kind ``sound``) or ``feats.scp`` (kind ``kaldi_ark``).
+        keys: Only these utterances (a job's split); default all.
+        references: Write the NLL of these responses instead of generating.
+
+    Returns:
+        The number of utterances processed by this call.
+    """
+    items = read_kv(scp)
+    if keys is not None:
+        wanted = set(keys)
+        items = [kv for kv in items if kv[0] in wanted]
+    speech = [load_speech(v, kind) for _, v in items]
+    prompt = s2r.model.make_prompt(instruction)
+    return respond(
+        s2r.model.llm, prompt, [k for k, _ in items], [len(x) for x in speech],
+        lambda idx, _: s2r.slots([speech[i] for i in idx]),
+        output, batch_size, s2r.generate_kwargs, references,
+    )
 
 
 def main(cmd: Optional[List[str]] = None):
@@ -128,27 +159,10 @@ def main(cmd: Optional[List[str]] = None):
         args.train_config, args.model_file,
         generate_kwargs={"max_new_tokens": args.max_new_tokens, "do_sample": False},
     )
-    items = read_kv(scp)
-    if args.key_file:
-        wanted = {k for k, _ in read_kv(args.key_file, allow_empty_value=True)}
-        items = [kv for kv in items if kv[0] in wanted]
+    keys = [k for k, _ in read_kv(args.key_file, allow_empty_value=True)] if args.key_file else None
     refs = dict(read_kv(args.score_text)) if args.score_text else None
-    with ResumableWriter(args.output) as out:
-        items = [kv for kv in items if kv[0] not in out.done and (refs is None or kv[0] in refs)]
-        speech = [load_speech(v, kind) for _, v in items]
-        progress = Progress(len(items))
-        for batch in length_sorted_batches(
-            [k for k, _ in items], [len(s) for s in speech], args.batch_size
-        ):
-            keys = [items[i][0] for i in batch]
-            feats = [speech[i] for i in batch]
-            if refs is None:
-                values = s2r.batch(feats, args.instruction)
-            else:
-                scores = s2r.response_nll(feats, [refs[k] for k in keys], args.instruction)
-                values = [f"{s:.4f} {n}" for s, n in scores]
-            out.write_batch(list(zip(keys, values)))
-            progress.update(len(batch))
+    n = respond_to_speech(s2r, scp, kind, args.output, args.instruction, args.batch_size, keys, refs)
+    logging.info(f"{args.output}: {n} utterances done")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,11 @@ import torch
 import yaml
 from typeguard import typechecked
 
-from espnet_blsp.llm.batch import assemble, generate, text_slots, token_nll
+from espnet_blsp.llm.batch import text_slots
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.llm.prompt import CONTINUATION_INSTRUCTION, build_prompt
+from espnet_blsp.llm.respond import respond
 from espnet_blsp.utils.kaldi_dir import read_kv
-from espnet_blsp.utils.progress import Progress
-from espnet_blsp.utils.resumable import ResumableWriter
 
 DEFAULTS: Dict[str, Any] = {
     "instruction": CONTINUATION_INSTRUCTION,
@@ -59,39 +58,14 @@ def generate_file(
     """
     prompt = build_prompt(llm.tokenizer, conf["instruction"], conf["use_chat_template"])
     items = read_kv(text)
-    refs = dict(read_kv(score_text)) if score_text else None
-    if refs is not None:
-        items = [kv for kv in items if kv[0] in refs]
-    with ResumableWriter(output) as out:
-        todo = [(k, v) for k, v in items if k not in out.done]
-        if len(todo) < len(items):
-            logging.info(f"{output}: resuming, {len(items) - len(todo)} already done")
-        # Longest first: similar lengths share a batch, and memory peaks early.
-        todo.sort(key=lambda kv: -len(kv[1]))
-        progress = Progress(len(todo))
-        bs = conf["batch_size"]
-        for i in range(0, len(todo), bs):
-            batch = todo[i : i + bs]
-            texts = [sentence_case(v) if conf["sentence_case"] else v for _, v in batch]
-            slots = text_slots(llm, texts, prompt)
-            if refs is not None:
-                replies = response_nll(llm, slots, prompt, [refs[k] for k, _ in batch])
-            else:
-                replies = generate(llm, slots, prompt, **conf["generate"])
-            for (key, _), reply in zip(batch, replies):
-                if not reply.strip():
-                    logging.warning(f"{text}: utterance {key}: empty response")
-            out.write_batch([(k, r) for (k, _), r in zip(batch, replies)])
-            progress.update(len(batch))
-    return len(todo)
-
-
-@torch.no_grad()
-def response_nll(llm, slots, prompt, responses: List[str]) -> List[str]:
-    """``"nll_sum ntokens"`` of each response given its slot, teacher-forced."""
-    targets = [llm.tokenizer(r, add_special_tokens=False).input_ids for r in responses]
-    nll, rows, _ = token_nll(llm, assemble(llm, slots, prompt, targets))
-    return [f"{float(nll[rows == i].sum()):.4f} {int((rows == i).sum())}" for i in range(len(targets))]
+    keys = [k for k, _ in items]
+    texts = [sentence_case(v) if conf["sentence_case"] else v for _, v in items]
+    return respond(
+        llm, prompt, keys, [len(t) for t in texts],
+        lambda idx, p: text_slots(llm, [texts[i] for i in idx], p),
+        output, conf["batch_size"], conf["generate"],
+        references=dict(read_kv(score_text)) if score_text else None,
+    )
 
 
 def load_conf(path: Optional[Path], overrides: Dict[str, Any]) -> Dict[str, Any]:
@@ -123,7 +97,7 @@ def main(cmd: Optional[List[str]] = None):
     conf = load_conf(args.config, {"instruction": args.instruction, "batch_size": args.batch_size})
     llm = HFCausalLM(args.llm, dtype=conf["dtype"])
     n = generate_file(llm, args.text, args.output, conf, args.score_text)
-    logging.info(f"{args.output}: generated {n} responses")
+    logging.info(f"{args.output}: {n} utterances done")
 
 
 if __name__ == "__main__":

@@ -15,17 +15,23 @@ WINDOW_SAMPLES = 30 * SAMPLE_RATE  # Whisper always sees 30 s windows.
 class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
     """Whisper's encoder, frozen, with outputs trimmed to each valid length.
 
-    Whisper was trained on 30 s windows, so each window is padded to 30 s as
-    Whisper expects, and audio longer than 30 s is encoded window by window and
-    the frames concatenated (the original BLSP code truncated at 30 s).
+    Audio longer than 30 s (Whisper's window) is encoded window by window and
+    the frames concatenated; the original BLSP code truncated it. By default a
+    window is encoded at its own length, with padded frames masked out of the
+    convolutions and attention, so a 3 s clip costs a tenth of a padded 30 s
+    window and gives the same frames alone or in any batch. ``pad_to_30s``
+    runs Whisper exactly as trained instead (every window padded to 30 s).
 
     Args:
         model_name_or_path: HF hub name or local checkpoint dir.
         dtype: Compute dtype of the frozen weights ("float32", "bfloat16", ...).
+        pad_to_30s: Pad every window to 30 s, as Whisper's own decoding does.
     """
 
     @typechecked
-    def __init__(self, model_name_or_path: str, dtype: str = "float32"):
+    def __init__(
+        self, model_name_or_path: str, dtype: str = "float32", pad_to_30s: bool = False
+    ):
         super().__init__()
         from transformers import WhisperFeatureExtractor, WhisperModel
 
@@ -36,6 +42,7 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
             model_name_or_path, dtype=getattr(torch, dtype)
         )
         self.encoder = whisper.get_encoder()
+        self.pad_to_30s = pad_to_30s
         self.freeze()
 
     def output_size(self) -> int:
@@ -54,11 +61,16 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
         mel = self.feature_extractor(
             [w.float().cpu().numpy() for w in windows],
             sampling_rate=SAMPLE_RATE,
-            padding="max_length",
+            padding="max_length" if self.pad_to_30s else "longest",
             return_tensors="pt",
         ).input_features
         param = next(self.encoder.parameters())
-        hidden = self.encoder(mel.to(param.device, param.dtype)).last_hidden_state
+        mel = mel.to(param.device, param.dtype)
+        if self.pad_to_30s:
+            hidden = self.encoder(mel).last_hidden_state
+        else:
+            mel_frames = torch.tensor([w.numel() // 160 for w in windows], device=mel.device)
+            hidden = self._encode_unpadded(mel, mel_frames)
         per_utt: List[List[torch.Tensor]] = [[] for _ in range(speech.size(0))]
         for h, w, i in zip(hidden, windows, owners):
             per_utt[i].append(h[: valid_frames(w.numel())])
@@ -66,6 +78,32 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
         lengths = torch.tensor([f.size(0) for f in frames], device=speech.device)
         out = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
         return out.float(), lengths
+
+
+    def _encode_unpadded(self, mel: torch.Tensor, mel_frames: torch.Tensor) -> torch.Tensor:
+        """Whisper's encoder forward at the batch's length, padding masked.
+
+        Padded positions are zeroed before each convolution (as its own zero
+        padding would be) and masked as attention keys.
+        """
+        enc = self.encoder
+        x = mel * _frame_mask(mel_frames, mel.size(-1), mel.dtype)[:, None]
+        x = torch.nn.functional.gelu(enc.conv1(x))
+        x = x * _frame_mask(mel_frames, x.size(-1), x.dtype)[:, None]
+        x = torch.nn.functional.gelu(enc.conv2(x)).transpose(1, 2)
+        frames = (mel_frames + 1) // 2
+        x = x + enc.embed_positions.weight[: x.size(1)]
+        keep = _frame_mask(frames, x.size(1), torch.bool)
+        mask = torch.zeros(keep.shape, dtype=x.dtype, device=x.device)
+        mask = mask.masked_fill(~keep, torch.finfo(x.dtype).min)[:, None, None, :]
+        for layer in enc.layers:
+            x = layer(x, mask)
+        return enc.layer_norm(x)
+
+
+def _frame_mask(lengths: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, size) 1 for valid frames."""
+    return (torch.arange(size, device=lengths.device) < lengths[:, None]).to(dtype)
 
 
 def valid_frames(num_samples: int) -> int:

@@ -1,7 +1,7 @@
 """Interface of the frozen LLM the speech is fed into."""
 
 from abc import ABC, abstractmethod
-from typing import List
+from typing import List, Sequence
 
 import torch
 
@@ -33,8 +33,13 @@ class AbsLLM(torch.nn.Module, ABC):
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
+        prefix: Sequence[int] = (),
     ) -> torch.Tensor:
-        """Last-layer hidden states (B, L, D) of a right-padded batch."""
+        """Last-layer hidden states (B, L, D) of a right-padded batch.
+
+        Args:
+            prefix: Token ids that precede every row (not in the batch).
+        """
 
     @abstractmethod
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

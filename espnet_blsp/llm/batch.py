@@ -50,17 +50,22 @@ def assemble(
     prompt: Prompt,
     targets: Optional[Sequence[Sequence[int]]] = None,
     left_pad: bool = False,
+    with_prefix: bool = True,
 ) -> LLMBatch:
     """Builds ``prefix + slot + suffix [+ target + end]`` rows.
 
     Padding goes only at one end of each row (right for training, left for
-    generation), and position ids count real positions only.
+    generation), and position ids count real positions only. Without
+    ``with_prefix`` the rows start at the slot (positions after the prefix),
+    for an LLM that reads the shared prefix from its cache.
     """
     prefix = embed_ids(llm, prompt.prefix)
     suffix = embed_ids(llm, prompt.suffix)
+    head = [prefix] if with_prefix else []
+    offset = 0 if with_prefix else len(prompt.prefix)
     rows, labels = [], []
     for i, slot in enumerate(slots):
-        parts = [prefix, slot.to(prefix.dtype), suffix]
+        parts = head + [slot.to(prefix.dtype), suffix]
         row_labels = [IGNORE_ID] * sum(p.size(0) for p in parts)
         if targets is not None:
             response = list(targets[i]) + [prompt.end]
@@ -81,19 +86,41 @@ def assemble(
         span = slice(length - n, length) if left_pad else slice(0, n)
         batch.embeds[i, span] = row
         batch.mask[i, span] = 1
-        batch.positions[i, span] = torch.arange(n, device=device)
+        batch.positions[i, span] = torch.arange(offset, offset + n, device=device)
         batch.labels[i, span] = torch.tensor(lab, device=device)
     return batch
 
 
-def token_nll(llm: AbsLLM, batch: LLMBatch):
-    """Per-token NLL of the labelled positions.
+def response_nll(
+    llm: AbsLLM,
+    slots: Sequence[torch.Tensor],
+    prompt: Prompt,
+    targets: Sequence[Sequence[int]],
+):
+    """Teacher-forced NLL of each target response after its slot.
+
+    The prompt's prefix is the same for every row and comes before anything
+    trainable, so the LLM reads it from a cache instead of recomputing it.
+
+    Returns:
+        (N,) NLL per target token (and end token), (N,) the row each belongs
+        to, and (N,) whether the argmax prediction was right.
+    """
+    batch = assemble(llm, slots, prompt, targets, with_prefix=False)
+    return token_nll(llm, batch, prefix=prompt.prefix)
+
+
+def token_nll(llm: AbsLLM, batch: LLMBatch, prefix: Sequence[int] = ()):
+    """Per-token NLL of the labelled positions of ``batch``.
+
+    Args:
+        prefix: Token ids preceding every row that ``batch`` leaves out.
 
     Returns:
         (N,) NLL per labelled token, (N,) the row each belongs to, and (N,)
         whether the argmax prediction was right.
     """
-    hidden = llm.hidden_states(batch.embeds, batch.mask, batch.positions)
+    hidden = llm.hidden_states(batch.embeds, batch.mask, batch.positions, prefix)
     target = batch.labels[:, 1:]
     keep = target != IGNORE_ID
     logits = llm.logits(hidden[:, :-1][keep])

@@ -1,6 +1,6 @@
 """Any HF ``AutoModelForCausalLM``, frozen, as the BLSP language model."""
 
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from typeguard import typechecked
@@ -42,6 +42,7 @@ class HFCausalLM(AbsLLM, FrozenModule):
             attn_implementation=attn_implementation,
             **extra,
         )
+        self._prefix_kv = {}  # prompt prefix -> per-layer (keys, values)
         self.freeze()
 
     def hidden_size(self) -> int:
@@ -59,16 +60,43 @@ class HFCausalLM(AbsLLM, FrozenModule):
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
+        prefix: Sequence[int] = (),
     ) -> torch.Tensor:
+        past = None
+        if len(prefix):
+            past = self._prefix_cache(tuple(prefix), inputs_embeds.size(0))
+            ones = attention_mask.new_ones(attention_mask.size(0), len(prefix))
+            attention_mask = torch.cat([ones, attention_mask], dim=1)
         # The body alone: the vocabulary projection is applied only where a
         # loss is taken, which saves a large matmul per padded position.
         out = self.model.base_model(
             inputs_embeds=inputs_embeds.to(self.dtype),
             attention_mask=attention_mask,
             position_ids=position_ids,
+            past_key_values=past,
             use_cache=False,
         )
         return out.last_hidden_state
+
+    def _prefix_cache(self, prefix: Tuple[int, ...], batch_size: int):
+        """Keys and values of a shared prompt prefix, computed once.
+
+        The LLM is frozen and nothing trainable comes before the speech, so
+        the prefix's keys and values never change and carry no gradient.
+        """
+        from transformers import DynamicCache
+
+        device = self.get_device()
+        key = (prefix, device)
+        if key not in self._prefix_kv:
+            with torch.no_grad():
+                ids = torch.tensor([prefix], device=device)
+                out = self.model.base_model(input_ids=ids, use_cache=True)
+            self._prefix_kv[key] = [(k, v) for k, v, *_ in out.past_key_values]
+        return DynamicCache(
+            [(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1))
+             for k, v in self._prefix_kv[key]]
+        )
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.get_output_embeddings()(hidden).float()

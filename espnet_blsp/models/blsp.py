@@ -10,7 +10,7 @@ from typeguard import typechecked
 from espnet_blsp.adapters.abs_adapter import AbsAdapter
 from espnet_blsp.encoders.abs_encoder import AbsSpeechEncoder
 from espnet_blsp.llm.abs_llm import AbsLLM
-from espnet_blsp.llm.batch import LLMBatch, assemble, generate, text_slots, token_nll
+from espnet_blsp.llm.batch import LLMBatch, assemble, generate, response_nll, text_slots
 from espnet_blsp.llm.prompt import CONTINUATION_INSTRUCTION, Prompt, build_prompt
 from espnet_blsp.utils.frozen import frozen_state_dict_hooks
 
@@ -45,6 +45,7 @@ class BLSPModel(AbsESPnetModel):
         self.adapter = adapter
         self.llm = llm
         self.use_chat_template = use_chat_template
+        self.instruction = instruction
         self.prompt = self.make_prompt(instruction)
         self.extract_feats_in_collect_stats = extract_feats_in_collect_stats
         frozen_state_dict_hooks(self)
@@ -92,7 +93,7 @@ class BLSPModel(AbsESPnetModel):
         """
         slots = self.speech_slots(speech, speech_lengths)
         targets = [t[:n].tolist() for t, n in zip(text, text_lengths.tolist())]
-        nll, _, correct = token_nll(self.llm, self.assemble(slots, self.prompt, targets))
+        nll, _, correct = response_nll(self.llm, slots, self.prompt, targets)
         loss = nll.mean()
         stats = dict(
             loss=loss.detach(), acc=correct.float().mean(), ppl=loss.detach().exp()

@@ -1,6 +1,6 @@
 """Reading speech listed in Kaldi-style scp files."""
 
-from typing import List, Sequence
+from typing import Sequence
 
 import kaldiio
 import numpy as np
@@ -32,7 +32,7 @@ def pad_batch(arrays: Sequence[np.ndarray]):
     return out, lengths
 
 
-def length_sorted_batches(keys: List[str], sizes: List[int], batch_size: int):
-    """Index batches of similar sizes, longest first."""
-    order = sorted(range(len(keys)), key=lambda i: -sizes[i])
+def length_sorted_batches(items: Sequence, sizes: Sequence[int], batch_size: int):
+    """Batches of indices into ``items`` with similar sizes, longest first."""
+    order = sorted(range(len(items)), key=lambda i: -sizes[i])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -14,7 +14,8 @@ stage=1
 stop_stage=100
 nj=4                 # parallel jobs for generation, encoder dump and decoding
 ngpu=0               # GPUs for training (ESPnet DDP when > 1)
-num_threads=1        # torch threads per job
+num_threads=1        # torch threads per parallel job (stages 3, 4, 7)
+train_threads=2      # torch threads for CPU training (stage 6)
 python=python3
 dumpdir=dump
 expdir=exp
@@ -35,7 +36,7 @@ use_encoder_dump=true  # cache the frozen encoder's frames once (stage 4)
 encoder_dump_dtype=float32
 blsp_tag=
 inference_model=valid.loss.ave.pth
-inference_batch_size=8
+inference_batch_size=16
 asr_instruction="Transcribe the following speech into text. <speech>"
 eval_cascade=true    # Whisper's transcript -> LLM (needs a Whisper with a decoder)
 eval_untrained=true  # the randomly initialised adapter, as a floor
@@ -76,24 +77,28 @@ stats_dir=${expdir}/blsp_stats
 eval_dir=${blsp_exp}/eval
 all_sets="${train_set} ${valid_set} ${test_sets}"
 
-# Runs "<cmd> ... JOB ..." over <nj> parts of <keys>, then merges the outputs
-# named <out>.JOB into <out>, sorted. Finished outputs are kept on reruns.
-#   run_split <keys> <out> <logname> <command with JOB, IN (the part) and OUT>
+# Runs <cmd> over <nj> parts of <keys>: in <cmd>, @IN@ becomes a part (a
+# file of lines of <keys>) and @OUT@ that job's output dir. Then merges each
+# named file of the job dirs into <out_dir>, sorted. A rerun keeps the split,
+# and the jobs themselves skip what they finished.
+#   run_split <keys> <out_dir> <logname> <cmd> <file>...
 run_split() {
   local keys=$1 out=$2 name=$3 cmd=$4
-  local dir
-  dir=$(dirname "${out}")/split_$(basename "${out}")
+  shift 4
+  local dir=${out}/split_${name}
   local n
   n=$(min "${nj}" "$(wc -l < "${keys}")")
   mkdir -p "${dir}/log"
   local parts=()
   for j in $(seq "${n}"); do parts+=("${dir}/keys.${j}"); done
   [ -f "${dir}/keys.${n}" ] || utils/split_scp.pl "${keys}" "${parts[@]}"
-  cmd=${cmd//IN/${dir}/keys.JOB}
-  cmd=${cmd//OUT/${dir}/out.JOB}
+  cmd=${cmd//@IN@/${dir}/keys.JOB}
+  cmd=${cmd//@OUT@/${dir}/out.JOB}
   ${decode_cmd} JOB=1:"${n}" "${dir}/log/${name}.JOB.log" "${cmd}"
-  for j in $(seq "${n}"); do cat "${dir}/out.${j}"; done | LC_ALL=C sort > "${out}.tmp"
-  mv "${out}.tmp" "${out}"
+  for f in "$@"; do
+    for j in $(seq "${n}"); do cat "${dir}/out.${j}/${f}"; done | LC_ALL=C sort > "${out}/${f}.tmp"
+    mv "${out}/${f}.tmp" "${out}/${f}"
+  done
 }
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
@@ -114,13 +119,15 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   log "Stage 3: the LLM continues each transcript (BLSP step 1)"
   for dset in ${all_sets}; do
     d=${dumpdir}/raw/${dset}
-    if [ -f "${d}/continuation" ]; then log "${d}/continuation exists, skipping"; continue; fi
-    run_split "${d}/text" "${d}/continuation.all" generate \
-      "${python} -m espnet_blsp.bin.generate_text --llm ${llm} --config ${continuation_config} --num_threads ${num_threads} --text IN --output OUT"
+    if [ -f "${d}/.continuation.done" ]; then log "${d}/continuation exists, skipping"; continue; fi
+    run_split "${d}/text" "${d}" continuation \
+      "${python} -m espnet_blsp.bin.generate_text --llm ${llm} --config ${continuation_config} --num_threads ${num_threads} --text @IN@ --output @OUT@/continuation" \
+      continuation
     # Empty responses cannot be targets: keep them out (they are logged).
-    awk 'NF > 1' "${d}/continuation.all" > "${d}/continuation.tmp"
+    awk 'NF > 1' "${d}/continuation" > "${d}/continuation.tmp"
     log "${d}: $(wc -l < "${d}/continuation.tmp") of $(wc -l < "${d}/text") continuations usable"
     mv "${d}/continuation.tmp" "${d}/continuation"
+    touch "${d}/.continuation.done"
   done
 fi
 
@@ -137,16 +144,21 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ] && "${use_encoder_dump}"; then
     [ -f "${out}/feats.scp" ] && { log "${out}/feats.scp exists, skipping"; continue; }
     mkdir -p "${out}"
     # Each job writes its own ark and, last, its feats.scp.
-    run_split "${dumpdir}/raw/${dset}/wav.scp" "${out}/feats.scp" dump \
-      "${python} -m espnet_blsp.bin.dump_encoder --encoder ${whisper} --dtype ${encoder_dump_dtype} --num_threads ${num_threads} --wav_scp IN --out_dir OUT_dir && cp OUT_dir/feats.scp OUT"
+    run_split "${dumpdir}/raw/${dset}/wav.scp" "${out}" dump \
+      "${python} -m espnet_blsp.bin.dump_encoder --encoder ${whisper} --dtype ${encoder_dump_dtype} --num_threads ${num_threads} --wav_scp @IN@ --out_dir @OUT@" \
+      feats.scp
   done
 fi
 
-encoder_args="--encoder whisper --encoder_conf model_name_or_path=${whisper}"
-if "${use_encoder_dump}"; then
-  width=$(${python} -c "import kaldiio,sys; print(next(iter(kaldiio.load_scp(sys.argv[1]).values())).shape[1])" "${dumpdir}/encoder/${train_set}/feats.scp")
-  encoder_args="--encoder precomputed --encoder_conf output_size=${width} --encoder_conf dumped_from=${whisper}"
-fi
+encoder_args() {  # the encoder for training: Whisper itself, or its cached frames
+  if "${use_encoder_dump}"; then
+    local width
+    width=$(${python} -c "import kaldiio,sys; print(next(iter(kaldiio.load_scp(sys.argv[1]).values())).shape[1])" "${dumpdir}/encoder/${train_set}/feats.scp")
+    echo "--encoder precomputed --encoder_conf output_size=${width} --encoder_conf dumped_from=${whisper}"
+  else
+    echo "--encoder whisper --encoder_conf model_name_or_path=${whisper}"
+  fi
+}
 data_args() {  # <train|valid> <set>: targets first, so their keys drive the epoch
   echo "--${1}_data_path_and_name_and_type ${dumpdir}/raw/${2}/continuation,text,text"
   echo "--${1}_data_path_and_name_and_type ${speech_root}/${2}/${speech_scp},speech,${speech_type}"
@@ -156,7 +168,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   log "Stage 5: shape statistics"
   ${train_cmd} "${stats_dir}/log/stats.log" \
     ${python} -m espnet_blsp.bin.blsp_train --collect_stats true --ngpu 0 \
-      --config "${train_config}" ${encoder_args} --llm_conf model_name_or_path="${llm}" \
+      --config "${train_config}" $(encoder_args) --llm_conf model_name_or_path="${llm}" \
       $(data_args train "${train_set}") $(data_args valid "${valid_set}") \
       --output_dir "${stats_dir}" ${train_args}
 fi
@@ -164,9 +176,9 @@ fi
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   log "Stage 6: train the adapter -> ${blsp_exp} (log: ${blsp_exp}/train.log)"
   mkdir -p "${blsp_exp}"
-  ${cuda_cmd} --gpu "${ngpu}" "${blsp_exp}/train.log" \
+  OMP_NUM_THREADS=${train_threads} ${cuda_cmd} --gpu "${ngpu}" --num_threads "${train_threads}" "${blsp_exp}/train.log" \
     ${python} -m espnet_blsp.bin.blsp_train --ngpu "${ngpu}" \
-      --config "${train_config}" ${encoder_args} --llm_conf model_name_or_path="${llm}" \
+      --config "${train_config}" $(encoder_args) --llm_conf model_name_or_path="${llm}" \
       $(data_args train "${train_set}") $(data_args valid "${valid_set}") \
       --train_shape_file "${stats_dir}/train/text_shape" \
       --train_shape_file "${stats_dir}/train/speech_shape" \
@@ -175,43 +187,44 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
       --resume true --output_dir "${blsp_exp}" ${train_args}
 fi
 
-# Each system answers the continuation and ASR instructions on a test set and
-# scores the Text+LLM continuation (teacher-forced loss).
-text_system() {  # <system dir> <transcripts> <set>: the LLM reads text
-  local sd=$1 text=$2 ref=${dumpdir}/raw/$3/continuation
-  local gen="${python} -m espnet_blsp.bin.generate_text --llm ${llm} --config ${continuation_config} --num_threads ${num_threads} --text IN --output OUT"
-  [ -f "${sd}/continuation" ] || run_split "${text}" "${sd}/continuation" continuation "${gen}"
-  [ -f "${sd}/asr_text" ] || run_split "${text}" "${sd}/asr_text" asr "${gen} --instruction '${asr_instruction}'"
-  [ -f "${sd}/nll" ] || run_split "${text}" "${sd}/nll" nll "${gen} --score_text ${ref}"
-}
-speech_system() {  # <system dir> <set> [--model_file F]: the LLM hears speech
-  local sd=$1 dset=$2; shift 2
-  local inf="${python} -m espnet_blsp.bin.blsp_inference --train_config ${blsp_exp}/config.yaml $* --num_threads ${num_threads} --batch_size ${inference_batch_size} --data_path_and_name_and_type ${speech_root}/${dset}/${speech_scp},speech,${speech_type} --key_file IN --output OUT"
-  local keys=${dumpdir}/raw/${dset}/continuation
-  [ -f "${sd}/continuation" ] || run_split "${keys}" "${sd}/continuation" continuation "${inf}"
-  [ -f "${sd}/asr_text" ] || run_split "${keys}" "${sd}/asr_text" asr "${inf} --instruction '${asr_instruction}'"
-  [ -f "${sd}/nll" ] || run_split "${keys}" "${sd}/nll" nll "${inf} --score_text ${dumpdir}/raw/${dset}/continuation"
+# One system on one test set: its continuations, zero-shot transcripts and
+# the loss of the Text+LLM continuation (espnet_blsp.bin.evaluate).
+#   evaluate <system dir> <set> <how the LLM gets its input>
+evaluate() {
+  local sd=$1 dset=$2 input=$3
+  local ref=${dumpdir}/raw/${dset}/continuation
+  [ -f "${sd}/.done" ] && { log "${sd}: done, skipping"; return; }
+  mkdir -p "${sd}"
+  run_split "${ref}" "${sd}" eval \
+    "${python} -m espnet_blsp.bin.evaluate --keys @IN@ --out_dir @OUT@ --ref_continuation ${ref} --asr_instruction '${asr_instruction}' --num_threads ${num_threads} ${input}" \
+    continuation asr_text nll
+  touch "${sd}/.done"
 }
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   log "Stage 7: decode test sets"
   for dset in ${test_sets}; do
     d=${dumpdir}/raw/${dset}
+    text_input="--llm ${llm} --config ${continuation_config}"
+    speech_input="--train_config ${blsp_exp}/config.yaml --batch_size ${inference_batch_size} --speech ${speech_root}/${dset}/${speech_scp},${speech_type}"
     log "${dset}: Text+LLM"
-    text_system "${eval_dir}/${dset}/text_llm" "${d}/text" "${dset}"
+    # Its continuation is the reference itself (stage 3): not generated again.
+    evaluate "${eval_dir}/${dset}/text_llm" "${dset}" "${text_input} --text ${d}/text --continuation_from ${d}/continuation"
     if "${eval_cascade}"; then
       log "${dset}: Whisper+LLM cascade"
       sd=${eval_dir}/${dset}/whisper_cascade
-      [ -f "${sd}/whisper_text" ] || run_split "${d}/wav.scp" "${sd}/whisper_text" whisper \
-        "${python} -m espnet_blsp.bin.whisper_decode --model ${whisper} --wav_scp IN --output OUT"
-      text_system "${sd}" "${sd}/whisper_text" "${dset}"
+      mkdir -p "${sd}"
+      [ -f "${sd}/whisper_text" ] || run_split "${d}/wav.scp" "${sd}" whisper \
+        "${python} -m espnet_blsp.bin.whisper_decode --model ${whisper} --wav_scp @IN@ --output @OUT@/whisper_text" \
+        whisper_text
+      evaluate "${sd}" "${dset}" "${text_input} --text ${sd}/whisper_text"
     fi
     if "${eval_untrained}"; then
       log "${dset}: untrained adapter"
-      speech_system "${eval_dir}/${dset}/blsp_untrained" "${dset}"
+      evaluate "${eval_dir}/${dset}/blsp_untrained" "${dset}" "${speech_input}"
     fi
     log "${dset}: BLSP (${inference_model})"
-    speech_system "${eval_dir}/${dset}/blsp" "${dset}" --model_file "${blsp_exp}/${inference_model}"
+    evaluate "${eval_dir}/${dset}/blsp" "${dset}" "${speech_input} --model_file ${blsp_exp}/${inference_model}"
   done
 fi
 
@@ -219,6 +232,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
   log "Stage 8: scoring"
   for dset in ${test_sets}; do
     for sd in "${eval_dir}/${dset}"/*/; do
+      [ -f "${sd}/.done" ] || continue
       ${python} -m espnet_blsp.bin.score --sys_dir "${sd%/}" \
         --ref_text "${dumpdir}/raw/${dset}/text" --ref_continuation "${dumpdir}/raw/${dset}/continuation"
     done

@@ -15,5 +15,6 @@ local/prepare_models.sh "${models}"
   --whisper "${models}/whisper-tiny.en" \
   --continuation_config conf/continuation.yaml \
   --train_config conf/train_blsp.yaml \
-  --nj 2 --ngpu 0 \
+  --nj 2 --ngpu 0 --train_threads 2 \
+  --encoder_dump_dtype bfloat16 \
   "$@"

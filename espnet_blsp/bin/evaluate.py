@@ -1,0 +1,95 @@
+"""Recipe stage 7: one system's answers on (a split of) a test set.
+
+Writes ``<out_dir>/continuation`` (the continuation instruction),
+``<out_dir>/asr_text`` (a transcription instruction) and ``<out_dir>/nll``
+(the teacher-forced loss of the Text+LLM continuation), loading the model
+once. The LLM either reads text (``--text``: the reference transcript, or a
+Whisper transcript for the cascade) or hears speech (``--speech`` with a
+trained or untrained BLSP model)::
+
+    python -m espnet_blsp.bin.evaluate --out_dir exp/.../eval/test/blsp \\
+        --ref_continuation dump/raw/test/continuation --keys dump/raw/test/continuation \\
+        --train_config exp/blsp/config.yaml --model_file exp/blsp/valid.loss.ave.pth \\
+        --speech dump/encoder/test/feats.scp,kaldi_ark
+
+Each output resumes where it stopped; outputs already complete are skipped.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from espnet_blsp.bin.blsp_inference import Speech2Response, respond_to_speech
+from espnet_blsp.bin.generate_text import generate_file, load_conf
+from espnet_blsp.llm.hf_causal_lm import HFCausalLM
+from espnet_blsp.utils.kaldi_dir import read_kv, write_kv
+
+ASR_INSTRUCTION = "Transcribe the following speech into text. <speech>"
+
+
+def main(cmd: Optional[List[str]] = None):
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out_dir", type=Path, required=True)
+    parser.add_argument("--keys", type=Path, required=True, help="the utterances (uttid first)")
+    parser.add_argument("--ref_continuation", type=Path, required=True)
+    parser.add_argument("--asr_instruction", default=ASR_INSTRUCTION)
+    text = parser.add_argument_group("the LLM reads text")
+    text.add_argument("--text", type=Path, help="uttid -> transcript")
+    text.add_argument("--llm", help="HF causal LM")
+    text.add_argument("--config", type=Path, help="generation config (generate_text's YAML)")
+    text.add_argument(
+        "--continuation_from", type=Path,
+        help="take the continuations from here instead of generating them (Text+LLM: "
+        "the reference made in stage 3 by the same LLM, prompt and decoding)",
+    )
+    speech = parser.add_argument_group("the LLM hears speech")
+    speech.add_argument("--speech", help="SCP,TYPE: wav.scp,sound or feats.scp,kaldi_ark")
+    speech.add_argument("--train_config", type=Path)
+    speech.add_argument("--model_file", type=Path, help="omit for the untrained adapter")
+    speech.add_argument("--batch_size", type=int, default=8)
+    speech.add_argument("--seed", type=int, default=0, help="seeds the untrained adapter")
+    parser.add_argument("--num_threads", type=int, default=None)
+    args = parser.parse_args(cmd)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    if (args.text is None) == (args.speech is None):
+        parser.error("give exactly one of --text and --speech")
+    keys = [k for k, _ in read_kv(args.keys, allow_empty_value=True)]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+
+    if args.text:
+        conf = load_conf(args.config, {})
+        llm = HFCausalLM(args.llm, dtype=conf["dtype"])
+        wanted = set(keys)
+        subset = args.out_dir / ".input_text"
+        write_kv(subset, [kv for kv in read_kv(args.text, allow_empty_value=True) if kv[0] in wanted])
+        instruction = conf["instruction"]
+
+        def run(output: Path, task_instruction: str, refs: Optional[Path] = None) -> None:
+            generate_file(llm, subset, output, {**conf, "instruction": task_instruction}, refs)
+    else:
+        torch.manual_seed(args.seed)
+        s2r = Speech2Response(args.train_config, args.model_file)
+        scp, kind = args.speech.split(",")
+        instruction = s2r.model.instruction  # the one it was trained with
+
+        def run(output: Path, task_instruction: str, refs: Optional[Path] = None) -> None:
+            references = dict(read_kv(refs)) if refs else None
+            respond_to_speech(s2r, scp, kind, output, task_instruction, args.batch_size, keys, references)
+
+    if args.continuation_from:
+        given = dict(read_kv(args.continuation_from))
+        write_kv(args.out_dir / "continuation", [(k, given[k]) for k in keys])
+    else:
+        run(args.out_dir / "continuation", instruction)
+    run(args.out_dir / "asr_text", args.asr_instruction)
+    run(args.out_dir / "nll", instruction, args.ref_continuation)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The LLM's answers for a whole set of utterances, resumably written out."""
+
+import logging
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from espnet_blsp.llm.abs_llm import AbsLLM
+from espnet_blsp.llm.batch import generate, response_nll
+from espnet_blsp.llm.prompt import Prompt
+from espnet_blsp.utils.audio import length_sorted_batches
+from espnet_blsp.utils.progress import Progress
+from espnet_blsp.utils.resumable import ResumableWriter
+
+# Builds the slot embeddings of the utterances at these indices.
+SlotMaker = Callable[[List[int], Prompt], List[torch.Tensor]]
+
+
+@torch.no_grad()
+def respond(
+    llm: AbsLLM,
+    prompt: Prompt,
+    keys: Sequence[str],
+    sizes: Sequence[int],
+    make_slots: SlotMaker,
+    output: Path,
+    batch_size: int,
+    generate_kwargs: Dict,
+    references: Optional[Dict[str, str]] = None,
+) -> int:
+    """Writes ``uttid response`` for every utterance not yet in ``output``.
+
+    With ``references`` (uttid -> response) it writes ``uttid nll_sum ntokens``
+    instead: the teacher-forced loss of that response after the slot. Batches
+    hold utterances of similar ``sizes``, longest first, and each finished
+    batch is made durable, so a rerun continues where a crash stopped.
+
+    Returns:
+        The number of utterances processed by this call.
+    """
+    with ResumableWriter(output) as out:
+        todo = [
+            i for i, k in enumerate(keys)
+            if k not in out.done and (references is None or k in references)
+        ]
+        if len(todo) < len(keys):
+            logging.info(f"{output}: {len(keys) - len(todo)} utterances already done")
+        progress = Progress(len(todo))
+        batches = length_sorted_batches(todo, [sizes[i] for i in todo], batch_size)
+        for batch in batches:
+            batch = [todo[j] for j in batch]
+            slots = make_slots(batch, prompt)
+            if references is None:
+                values = generate(llm, slots, prompt, **generate_kwargs)
+                for i, v in zip(batch, values):
+                    if not v:
+                        logging.warning(f"{output}: utterance {keys[i]}: empty response")
+            else:
+                tok = llm.tokenizer
+                targets = [tok(references[keys[i]], add_special_tokens=False).input_ids for i in batch]
+                nll, rows, _ = response_nll(llm, slots, prompt, targets)
+                values = [f"{float(nll[rows == r].sum()):.4f} {int((rows == r).sum())}" for r in range(len(batch))]
+            out.write_batch([(keys[i], v) for i, v in zip(batch, values)])
+            progress.update(len(batch))
+    return len(todo)

@@ -1,0 +1,65 @@
+"""BLSPTask: config round trip, optimizer contents, Speech2Response loading."""
+
+import numpy as np
+import torch
+import yaml
+
+from espnet_blsp.bin.blsp_inference import Speech2Response
+from espnet_blsp.tasks.blsp import BLSPTask
+
+
+def parse(tiny_whisper_dir, tiny_llm_dir, tmp_path, *extra):
+    return BLSPTask.get_parser().parse_args([
+        "--output_dir", str(tmp_path / "exp"),
+        "--encoder", "whisper", "--encoder_conf", f"model_name_or_path={tiny_whisper_dir}",
+        "--speech_adapter", "conv_glu", "--speech_adapter_conf", "bottleneck_dim=8",
+        "--llm", "hf_causal_lm", "--llm_conf", f"model_name_or_path={tiny_llm_dir}",
+        "--llm_conf", "dtype=float32",
+        "--model_conf", "instruction=Transcribe the speech. <speech>",
+        *extra,
+    ])
+
+
+def test_config_round_trip_and_checkpoint(tmp_path, tiny_whisper_dir, tiny_llm_dir):
+    args = parse(tiny_whisper_dir, tiny_llm_dir, tmp_path)
+    assert args.llm_conf == {"model_name_or_path": str(tiny_llm_dir), "dtype": "float32"}
+    torch.manual_seed(0)
+    model = BLSPTask.build_model(args)
+    with torch.no_grad():
+        for p in model.adapter.parameters():
+            p.add_(0.5)  # "trained" weights, unlike any fresh init
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(vars(args)))
+    model_file = tmp_path / "1epoch.pth"
+    torch.save(model.state_dict(), model_file)
+    assert model_file.stat().st_size < 1_000_000  # the adapter only
+
+    s2r = Speech2Response(config, model_file, generate_kwargs={"max_new_tokens": 4, "do_sample": False})
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), s2r.model.state_dict().items()):
+        assert k == k2
+        torch.testing.assert_close(v, v2)
+    assert s2r.model.make_prompt("Transcribe the speech. <speech>").prefix == model.prompt.prefix
+    wav = np.random.default_rng(0).normal(0, 0.1, 16000).astype("float32")
+    out = s2r(wav, "Transcribe the speech. <speech>")
+    assert isinstance(out, str)
+    nll = s2r.response_nll([wav], ["the fox"], "Transcribe the speech. <speech>")
+    assert nll[0][0] > 0 and nll[0][1] >= 2
+
+
+def test_optimizer_gets_only_the_adapter(tmp_path, tiny_whisper_dir, tiny_llm_dir):
+    args = parse(tiny_whisper_dir, tiny_llm_dir, tmp_path, "--optim", "adamw")
+    model = BLSPTask.build_model(args)
+    (optim,) = BLSPTask.build_optimizers(args, model)
+    in_optim = {id(p) for g in optim.param_groups for p in g["params"]}
+    assert in_optim == {id(p) for p in model.adapter.parameters()}
+
+
+def test_preprocess_tokenizes_target_and_rejects_empty(tmp_path, tiny_whisper_dir, tiny_llm_dir):
+    args = parse(tiny_whisper_dir, tiny_llm_dir, tmp_path)
+    pre = BLSPTask.build_preprocess_fn(args, train=True)
+    out = pre("utt1", {"text": "the quick fox", "speech": np.zeros(10)})
+    assert out["text"].dtype == np.int64 and len(out["text"]) > 0
+    import pytest
+
+    with pytest.raises(ValueError, match="utterance utt2: empty target text"):
+        pre("utt2", {"text": "  ", "speech": np.zeros(10)})
