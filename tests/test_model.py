@@ -187,3 +187,21 @@ def test_prefix_cache_gives_the_same_loss_and_gradients(model):
     assert cached_rows.tolist() == full_rows.tolist() == [0, 0, 0, 0, 1, 1, 1]
     for a, b in zip(cached_grads, full_grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
+
+
+def test_auxiliary_ctc_loss_trains_the_adapter(tiny_whisper_dir, tiny_llm_dir):
+    torch.manual_seed(0)
+    encoder = WhisperSpeechEncoder(str(tiny_whisper_dir))
+    llm = HFCausalLM(str(tiny_llm_dir), dtype="float32")
+    adapter = ConvGLUAdapter(encoder.output_size(), llm.hidden_size(), bottleneck_dim=8)
+    model = BLSPModel(encoder, adapter, llm, ctc_weight=0.5)
+    speech, lengths = speech_batch([16000, 12000])
+    text, text_lengths = torch.tensor([[20, 21], [22, -1]]), torch.tensor([2, 1])
+    with pytest.raises(ValueError, match="transcript"):
+        model(speech, lengths, text, text_lengths)
+    transcript, tlen = torch.tensor([[30, 31, 32], [33, 34, -1]]), torch.tensor([3, 2])
+    loss, stats, _ = model(speech, lengths, text, text_lengths, transcript, tlen)
+    assert {"lm_loss", "ctc_loss"} <= set(stats)
+    torch.testing.assert_close(loss.detach(), 0.5 * stats["lm_loss"] + 0.5 * stats["ctc_loss"])
+    loss.backward()
+    assert all(p.grad is not None for p in model.adapter.parameters())

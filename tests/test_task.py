@@ -61,5 +61,5 @@ def test_preprocess_tokenizes_target_and_rejects_empty(tmp_path, tiny_whisper_di
     assert out["text"].dtype == np.int64 and len(out["text"]) > 0
     import pytest
 
-    with pytest.raises(ValueError, match="utterance utt2: empty target text"):
+    with pytest.raises(ValueError, match="utterance utt2: empty text"):
         pre("utt2", {"text": "  ", "speech": np.zeros(10)})

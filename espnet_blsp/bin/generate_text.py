@@ -24,6 +24,7 @@ from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.llm.prompt import CONTINUATION_INSTRUCTION, build_prompt
 from espnet_blsp.llm.respond import respond
 from espnet_blsp.utils.kaldi_dir import read_kv
+from espnet_blsp.utils.text import sentence_case
 
 DEFAULTS: Dict[str, Any] = {
     "instruction": CONTINUATION_INSTRUCTION,
@@ -33,11 +34,6 @@ DEFAULTS: Dict[str, Any] = {
     "sentence_case": True,
     "generate": {"max_new_tokens": 64, "do_sample": False},
 }
-
-
-def sentence_case(text: str) -> str:
-    """LibriSpeech-style ALL CAPS -> "All caps", which LLMs read better."""
-    return text.capitalize() if text.isupper() else text
 
 
 @typechecked

@@ -52,6 +52,10 @@ class HFCausalLM(AbsLLM, FrozenModule):
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
 
+    def embedding_std(self) -> float:
+        """Standard deviation of the token embeddings' entries."""
+        return self.model.get_input_embeddings().weight.float().std().item()
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)
 

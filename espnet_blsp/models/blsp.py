@@ -27,6 +27,12 @@ class BLSPModel(AbsESPnetModel):
         llm: Frozen causal LM.
         instruction: Training instruction with a ``<speech>`` slot.
         use_chat_template: Prompt through the LLM's chat template if any.
+        ctc_weight: Weight of an auxiliary CTC loss (not in the paper; 0 turns
+            it off) that scores each speech embedding against the LLM's own
+            token embeddings and the transcript's tokens: a direct signal of
+            what was said, which the LM loss only gives through the whole
+            LLM. It speeds up alignment when data or compute are small. Needs
+            the ``transcript`` data.
         extract_feats_in_collect_stats: ESPnet flag; shapes need no model.
     """
 
@@ -38,6 +44,7 @@ class BLSPModel(AbsESPnetModel):
         llm: AbsLLM,
         instruction: str = CONTINUATION_INSTRUCTION,
         use_chat_template: bool = True,
+        ctc_weight: float = 0.0,
         extract_feats_in_collect_stats: bool = False,
     ):
         super().__init__()
@@ -47,6 +54,7 @@ class BLSPModel(AbsESPnetModel):
         self.use_chat_template = use_chat_template
         self.instruction = instruction
         self.prompt = self.make_prompt(instruction)
+        self.ctc_weight = ctc_weight
         self.extract_feats_in_collect_stats = extract_feats_in_collect_stats
         frozen_state_dict_hooks(self)
 
@@ -78,6 +86,8 @@ class BLSPModel(AbsESPnetModel):
         speech_lengths: torch.Tensor,
         text: torch.Tensor,
         text_lengths: torch.Tensor,
+        transcript: Optional[torch.Tensor] = None,
+        transcript_lengths: Optional[torch.Tensor] = None,
         **kwargs,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
         """LM loss of the target response given the speech.
@@ -87,6 +97,8 @@ class BLSPModel(AbsESPnetModel):
             speech_lengths: (B,)
             text: (B, L) target token ids (the LLM's continuation), padded.
             text_lengths: (B,)
+            transcript: (B, L') transcript token ids, for ``ctc_weight``.
+            transcript_lengths: (B,)
 
         Returns:
             Loss, stats and the batch weight, as ESPnet's trainer expects.
@@ -94,12 +106,34 @@ class BLSPModel(AbsESPnetModel):
         slots = self.speech_slots(speech, speech_lengths)
         targets = [t[:n].tolist() for t, n in zip(text, text_lengths.tolist())]
         nll, _, correct = response_nll(self.llm, slots, self.prompt, targets)
-        loss = nll.mean()
-        stats = dict(
-            loss=loss.detach(), acc=correct.float().mean(), ppl=loss.detach().exp()
-        )
+        lm_loss = nll.mean()
+        loss = lm_loss
+        stats = dict(acc=correct.float().mean(), ppl=lm_loss.detach().exp())
+        if self.ctc_weight > 0:
+            if transcript is None:
+                raise ValueError("ctc_weight > 0 needs the transcript data (name 'transcript')")
+            ctc = self.ctc_loss(slots, transcript, transcript_lengths)
+            loss = (1 - self.ctc_weight) * lm_loss + self.ctc_weight * ctc
+            stats.update(lm_loss=lm_loss.detach(), ctc_loss=ctc.detach())
+        stats["loss"] = loss.detach()
         batch_size = torch.tensor(len(slots), device=loss.device)
         return force_gatherable((loss, stats, batch_size), loss.device)
+
+    def ctc_loss(
+        self, slots: List[torch.Tensor], transcript: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """CTC of the transcript tokens over the speech embeddings, scored by
+        their dot products with the LLM's (frozen) token embeddings; the
+        end-of-turn token, never in a transcript, is the blank."""
+        table = self.llm.model.get_input_embeddings().weight
+        x = torch.nn.utils.rnn.pad_sequence(slots, batch_first=True)
+        logits = x.float() @ table.float().t()
+        log_probs = logits.log_softmax(-1).transpose(0, 1)
+        in_lengths = torch.tensor([s.size(0) for s in slots], device=x.device)
+        return torch.nn.functional.ctc_loss(
+            log_probs, transcript.clamp(min=0), in_lengths, lengths,
+            blank=self.prompt.end, zero_infinity=True,
+        )
 
     def collect_feats(
         self, speech: torch.Tensor, speech_lengths: torch.Tensor, **kwargs

@@ -23,6 +23,7 @@ from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
 from espnet_blsp.llm.abs_llm import AbsLLM
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.models.blsp import BLSPModel
+from espnet_blsp.utils.text import sentence_case
 
 encoder_choices = ClassChoices(
     "encoder",
@@ -46,7 +47,7 @@ llm_choices = ClassChoices(
 
 
 class ResponseTokenizer:
-    """Preprocess: the target response text -> the LLM's token ids.
+    """Preprocess: the target response (and transcript) -> the LLM's token ids.
 
     Args:
         tokenizer_path: Where the LLM's tokenizer lives (its checkpoint).
@@ -59,12 +60,15 @@ class ResponseTokenizer:
         self._tokenizer = None  # loaded lazily, once per data-loader worker
 
     def __call__(self, uid: str, data: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        if "text" in data:
-            text = str(data["text"]).strip()
-            if not text:
-                raise ValueError(f"utterance {uid}: empty target text")
-            ids = self.tokenizer(text, add_special_tokens=False).input_ids
-            data["text"] = np.asarray(ids, dtype=np.int64)
+        for name in ("text", "transcript"):
+            if name in data:
+                text = str(data[name]).strip()
+                if not text:
+                    raise ValueError(f"utterance {uid}: empty {name}")
+                if name == "transcript":
+                    text = sentence_case(text)  # as the LLM read it in step 1
+                ids = self.tokenizer(text, add_special_tokens=False).input_ids
+                data[name] = np.asarray(ids, dtype=np.int64)
         return data
 
     @property
@@ -133,17 +137,22 @@ class BLSPTask(AbsTask):
     def optional_data_names(
         cls, train: bool = True, inference: bool = False
     ) -> Tuple[str, ...]:
-        return ()
+        # The transcript, for the auxiliary CTC loss (model_conf.ctc_weight).
+        return ("transcript",)
 
     @classmethod
     @typechecked
     def build_model(cls, args: argparse.Namespace) -> BLSPModel:
         encoder = encoder_choices.get_class(args.encoder)(**args.encoder_conf)
         llm = llm_choices.get_class(args.llm)(**args.llm_conf)
+        adapter_conf = dict(args.speech_adapter_conf)
+        if adapter_conf.get("output_scale") == "llm":
+            # Start speech embeddings at the scale of the LLM's token embeddings.
+            adapter_conf["output_scale"] = llm.embedding_std()
         adapter = adapter_choices.get_class(args.speech_adapter)(
             input_size=encoder.output_size(),
             output_size=llm.hidden_size(),
-            **args.speech_adapter_conf,
+            **adapter_conf,
         )
         model = BLSPModel(encoder=encoder, adapter=adapter, llm=llm, **args.model_conf)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

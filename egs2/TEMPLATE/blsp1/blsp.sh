@@ -162,6 +162,8 @@ encoder_args() {  # the encoder for training: Whisper itself, or its cached fram
 data_args() {  # <train|valid> <set>: targets first, so their keys drive the epoch
   echo "--${1}_data_path_and_name_and_type ${dumpdir}/raw/${2}/continuation,text,text"
   echo "--${1}_data_path_and_name_and_type ${speech_root}/${2}/${speech_scp},speech,${speech_type}"
+  # The transcript, used only by the optional CTC loss (model_conf.ctc_weight).
+  echo "--${1}_data_path_and_name_and_type ${dumpdir}/raw/${2}/text,transcript,text"
 }
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
