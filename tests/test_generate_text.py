@@ -3,8 +3,8 @@
 import pytest
 
 from espnet_blsp.bin.generate_text import generate_file, load_conf
-from espnet_blsp.utils.text import sentence_case
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
+from espnet_blsp.utils.text import sentence_case
 
 TEXTS = {f"utt{i:02d}": "THE QUICK BROWN FOX " * (1 + i % 3) for i in range(10)}
 

@@ -5,8 +5,8 @@ import torch
 
 from espnet_blsp.adapters.conv_glu_adapter import ConvGLUAdapter
 from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
-from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.llm.batch import IGNORE_ID
+from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.models.blsp import BLSPModel
 
 

@@ -22,8 +22,8 @@ from espnet_blsp.encoders.precomputed_encoder import PrecomputedEncoder
 from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
 from espnet_blsp.llm.batch import response_nll
 from espnet_blsp.llm.prompt import CONTINUATION_INSTRUCTION
-from espnet_blsp.tasks.blsp import BLSPTask
 from espnet_blsp.llm.respond import respond
+from espnet_blsp.tasks.blsp import BLSPTask
 from espnet_blsp.utils.audio import load_speech, pad_batch
 from espnet_blsp.utils.kaldi_dir import read_kv
 

