@@ -2,10 +2,10 @@
 
     python bench/train_throughput.py --llm egs2/mini_librispeech_synth/blsp/exp/models/smollm2-135m-instruct
 
-Prints the measured bf16 and fp32 matmul peaks, then for each LLM dtype the
-adapter-training step rate in tokens/s and the model FLOP/s it implies (frozen
-LLM: forward 2N + input-gradient backward 2N per token; no weight gradients),
-as a fraction of the peak of that dtype. Uses synthetic batches shaped like
+Prints the measured bf16 and fp32 matmul peaks, then for each LLM dtype, with
+and without the prompt-prefix KV cache, the adapter-training step rate and the
+model FLOP/s it implies (frozen LLM: forward 2N + input-gradient backward 2N
+per computed token; no weight gradients), as a fraction of that dtype's peak. Uses synthetic batches shaped like
 the demo's (3.5 s of Whisper tiny frames, a 45-token continuation).
 """
 
@@ -16,19 +16,23 @@ import torch
 
 from espnet_blsp.adapters.conv_glu_adapter import ConvGLUAdapter
 from espnet_blsp.encoders.precomputed_encoder import PrecomputedEncoder
+from espnet_blsp.llm.batch import token_nll
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.models.blsp import BLSPModel
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 5.0) -> float:
-    """Sustained FLOP/s of square matmuls in ``dtype``."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    count, start = 0, time.time()
-    while time.time() - start < seconds:
+def matmul_peak(dtype: torch.dtype, seconds: float = 3.0) -> float:
+    """Best sustained FLOP/s of large square matmuls in ``dtype``."""
+    best = 0.0
+    for n in (1024, 2048, 4096):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         a @ b
-        count += 1
-    return 2 * n**3 * count / (time.time() - start)
+        count, start = 0, time.time()
+        while time.time() - start < seconds:
+            a @ b
+            count += 1
+        best = max(best, 2 * n**3 * count / (time.time() - start))
+    return best
 
 
 def step_flops(model: BLSPModel, batch) -> float:
@@ -52,7 +56,15 @@ def make_batch(batch_size: int, frames: int, target_len: int, width: int, vocab:
     }
 
 
-def bench(llm_dir: str, dtype: str, args) -> None:
+def uncached_step(model: BLSPModel, data) -> torch.Tensor:
+    """The training loss without the prefix KV cache (the prompt recomputed)."""
+    slots = model.speech_slots(data["speech"], data["speech_lengths"])
+    batch = model.assemble(slots, model.prompt, data["text"].tolist())
+    nll, _, _ = token_nll(model.llm, batch)
+    return nll.mean()
+
+
+def bench(llm_dir: str, dtype: str, prefix_cache: bool, args) -> None:
     llm = HFCausalLM(llm_dir, dtype=dtype)
     adapter = ConvGLUAdapter(args.width, llm.hidden_size())
     model = BLSPModel(PrecomputedEncoder(args.width), adapter, llm).train()
@@ -60,18 +72,22 @@ def bench(llm_dir: str, dtype: str, args) -> None:
     data = make_batch(args.batch_size, args.frames, args.target_len, args.width, llm.model.config.vocab_size)
     slots = model.speech_slots(data["speech"], data["speech_lengths"])
     rows = model.assemble(slots, model.prompt, data["text"].tolist())
-    shape = {
-        "tokens": int(rows.mask.sum()),
+    n_prefix = len(model.prompt.prefix)
+    shape = {  # tokens the LLM actually runs on; a cached prefix is not recomputed
+        "tokens": int(rows.mask.sum()) - (n_prefix * args.batch_size if prefix_cache else 0),
         "labelled": int((rows.labels != -100).sum()),
         "frames": args.batch_size * args.frames,
     }
     flops = step_flops(model, shape)
+
+    def step():
+        return model(**data)[0] if prefix_cache else uncached_step(model, data)
+
     for _ in range(2):  # warm-up
-        loss, _, _ = model(**data)
-        loss.backward()
+        step().backward()
     steps, start = 0, time.time()
     while time.time() - start < args.seconds:
-        loss, _, _ = model(**data)
+        loss = step()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -79,10 +95,12 @@ def bench(llm_dir: str, dtype: str, args) -> None:
     elapsed = time.time() - start
     rate = flops * steps / elapsed
     peak = args.peaks[dtype]
+    utts = args.batch_size * steps / elapsed
     print(
-        f"LLM {dtype:8s}: {steps / elapsed:5.2f} steps/s, {shape['tokens'] * steps / elapsed:7.0f} tokens/s "
-        f"({shape['tokens'] // args.batch_size} tokens/utt), {rate / 1e12:.3f} TFLOP/s = "
-        f"{100 * rate / peak:.0f}% of the {dtype} matmul peak"
+        f"LLM {dtype:8s} prefix cache {'on ' if prefix_cache else 'off'}: {steps / elapsed:5.2f} steps/s, "
+        f"{utts:5.1f} utts/s, {shape['tokens'] * steps / elapsed:5.0f} computed tokens/s "
+        f"({shape['tokens'] // args.batch_size}/utt; prefix of {n_prefix} {'cached' if prefix_cache else 'included'}), "
+        f"{rate / 1e12:.3f} TFLOP/s = {100 * rate / peak:.0f}% of the {dtype} matmul peak"
     )
 
 
@@ -102,9 +120,10 @@ def main():
     args.peaks = {}
     for dtype in ("bfloat16", "float32"):
         args.peaks[dtype] = matmul_peak(getattr(torch, dtype))
-        print(f"matmul peak {dtype:8s}: {args.peaks[dtype] / 1e12:.3f} TFLOP/s (2048^3)")
+        print(f"matmul peak {dtype:8s}: {args.peaks[dtype] / 1e12:.3f} TFLOP/s (best of 1024/2048/4096^3)")
     for dtype in args.dtypes:
-        bench(args.llm, dtype, args)
+        for prefix_cache in (True, False):
+            bench(args.llm, dtype, prefix_cache, args)
 
 
 if __name__ == "__main__":
