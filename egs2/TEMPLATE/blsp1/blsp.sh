@@ -178,6 +178,8 @@ fi
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   log "Stage 6: train the adapter -> ${blsp_exp} (log: ${blsp_exp}/train.log)"
   mkdir -p "${blsp_exp}"
+  ddp_args=""  # ESPnet's DDP: one process per GPU on this node
+  [ "${ngpu}" -gt 1 ] && ddp_args="--multiprocessing_distributed true"
   OMP_NUM_THREADS=${train_threads} ${cuda_cmd} --gpu "${ngpu}" --num_threads "${train_threads}" "${blsp_exp}/train.log" \
     ${python} -m espnet_blsp.bin.blsp_train --ngpu "${ngpu}" \
       --config "${train_config}" $(encoder_args) --llm_conf model_name_or_path="${llm}" \
@@ -186,7 +188,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
       --train_shape_file "${stats_dir}/train/speech_shape" \
       --valid_shape_file "${stats_dir}/valid/text_shape" \
       --valid_shape_file "${stats_dir}/valid/speech_shape" \
-      --resume true --output_dir "${blsp_exp}" ${train_args}
+      --resume true --output_dir "${blsp_exp}" ${ddp_args} ${train_args}
 fi
 
 # One system on one test set: its continuations, zero-shot transcripts and
