@@ -205,3 +205,11 @@ def test_auxiliary_ctc_loss_trains_the_adapter(tiny_whisper_dir, tiny_llm_dir):
     torch.testing.assert_close(loss.detach(), 0.5 * stats["lm_loss"] + 0.5 * stats["ctc_loss"])
     loss.backward()
     assert all(p.grad is not None for p in model.adapter.parameters())
+
+
+def test_encoder_rejects_empty_audio_and_ignores_a_sliver_past_30s(model):
+    with pytest.raises(ValueError, match="too short"):
+        model.encoder(torch.zeros(1, 100), torch.tensor([100]))
+    speech, lengths = speech_batch([16000 * 30 + 50])
+    _, n = model.encoder(speech, lengths)
+    assert n.tolist() == [1500]

@@ -64,12 +64,6 @@ class ConvGLUAdapter(AbsAdapter):
     def output_size(self) -> int:
         return self._output_size
 
-    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """Frames left after the whole conv stack."""
-        for _ in self.convs:
-            lengths = self._conv_lengths(lengths)
-        return lengths
-
     def forward(
         self, feats: torch.Tensor, feats_lengths: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,7 @@
 
 ``python -m espnet_blsp.bin.blsp_inference --train_config exp/blsp/config.yaml \\
     --model_file exp/blsp/valid.loss.ave.pth \\
-    --data_path_and_name_and_type dump/whisper/test/feats.scp,speech,kaldi_ark \\
+    --data_path_and_name_and_type dump/encoder/test/feats.scp,speech,kaldi_ark \\
     --instruction "Transcribe the speech. <speech>" --output exp/.../asr_text``
 
 With ``--score_text`` it writes each utterance's teacher-forced loss of the
@@ -62,6 +62,8 @@ class Speech2Response:
     def slots(self, speech: Sequence[np.ndarray]) -> List[torch.Tensor]:
         """Adapter outputs for waveforms (1-D) or cached encoder frames (2-D)."""
         x, lengths = pad_batch(list(speech))
+        device = next(self.model.adapter.parameters()).device
+        x, lengths = x.to(device), lengths.to(device)
         if x.dim() == 2 and isinstance(self.model.encoder, PrecomputedEncoder):
             # Trained on cached frames: encode waveforms with the same encoder.
             x, lengths = self.waveform_encoder(x, lengths)
@@ -74,7 +76,8 @@ class Speech2Response:
             if source is None:
                 raise ValueError("model trained on cached frames of an unknown encoder; "
                                  "pass frames (kaldi_ark) instead of waveforms")
-            self._waveform_encoder = WhisperSpeechEncoder(source)
+            device = next(self.model.adapter.parameters()).device
+            self._waveform_encoder = WhisperSpeechEncoder(source).to(device)
         return self._waveform_encoder
 
     def batch(self, speech: Sequence[np.ndarray], instruction: str) -> List[str]:
@@ -121,6 +124,9 @@ def respond_to_speech(
     """
     items = read_kv(scp)
     if keys is not None:
+        missing = set(keys) - {k for k, _ in items}
+        if missing:
+            raise ValueError(f"{scp}: no entry for utterance {sorted(missing)[0]}")
         wanted = set(keys)
         items = [kv for kv in items if kv[0] in wanted]
     speech = [load_speech(v, kind) for _, v in items]

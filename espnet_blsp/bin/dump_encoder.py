@@ -1,7 +1,7 @@
 """Recipe stage: run the frozen speech encoder once, cache its frames.
 
 ``python -m espnet_blsp.bin.dump_encoder --wav_scp dump/raw/train/wav.scp \\
-    --encoder exp/whisper --out_dir dump/whisper/train/split4/1``
+    --encoder exp/whisper --out_dir dump/encoder/train``
 
 A frozen encoder gives the same frames every epoch, so training reads them
 from ``feats.scp`` (kaldiio) instead of recomputing them. ``feats.scp`` is

@@ -40,7 +40,10 @@ def main(cmd: Optional[List[str]] = None):
     text = parser.add_argument_group("the LLM reads text")
     text.add_argument("--text", type=Path, help="uttid -> transcript")
     text.add_argument("--llm", help="HF causal LM")
-    text.add_argument("--config", type=Path, help="generation config (generate_text's YAML)")
+    parser.add_argument(
+        "--config", type=Path,
+        help="generation config (generate_text's YAML); decoding settings apply to both kinds",
+    )
     text.add_argument(
         "--continuation_from", type=Path,
         help="take the continuations from here instead of generating them (Text+LLM: "
@@ -62,8 +65,8 @@ def main(cmd: Optional[List[str]] = None):
     keys = [k for k, _ in read_kv(args.keys, allow_empty_value=True)]
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
+    conf = load_conf(args.config, {})
     if args.text:
-        conf = load_conf(args.config, {})
         llm = HFCausalLM(args.llm, dtype=conf["dtype"])
         wanted = set(keys)
         subset = args.out_dir / ".input_text"
@@ -74,7 +77,7 @@ def main(cmd: Optional[List[str]] = None):
             generate_file(llm, subset, output, {**conf, "instruction": task_instruction}, refs)
     else:
         torch.manual_seed(args.seed)
-        s2r = Speech2Response(args.train_config, args.model_file)
+        s2r = Speech2Response(args.train_config, args.model_file, generate_kwargs=conf["generate"])
         scp, kind = args.speech.split(",")
         instruction = s2r.model.instruction  # the one it was trained with
 

@@ -71,7 +71,7 @@ def score_system(
         scores["num_utts"] = len(refs)
     if (sys_dir / "nll").exists():
         total = count = 0.0
-        for key, value in read_kv(sys_dir / "nll"):
+        for _, value in read_kv(sys_dir / "nll"):
             s, n = value.split()
             total, count = total + float(s), count + int(n)
         scores["cont_nll"] = total / max(count, 1)

@@ -10,6 +10,7 @@ from espnet_blsp.utils.frozen import FrozenModule
 
 SAMPLE_RATE = 16000
 WINDOW_SAMPLES = 30 * SAMPLE_RATE  # Whisper always sees 30 s windows.
+MIN_WINDOW_SAMPLES = 400  # one STFT window
 
 
 class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
@@ -19,7 +20,8 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
     the frames concatenated; the original BLSP code truncated it. By default a
     window is encoded at its own length, with padded frames masked out of the
     convolutions and attention, so a 3 s clip costs a tenth of a padded 30 s
-    window and gives the same frames alone or in any batch. ``pad_to_30s``
+    window and gives the same frames alone or in any batch (up to the last
+    STFT frame, which sees zeros instead of reflection padding in a batch). ``pad_to_30s``
     runs Whisper exactly as trained instead (every window padded to 30 s).
 
     Args:
@@ -55,7 +57,11 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
         windows: List[torch.Tensor] = []
         owners: List[int] = []
         for i, n in enumerate(speech_lengths.tolist()):
-            for start in range(0, max(n, 1), WINDOW_SAMPLES):
+            if n < MIN_WINDOW_SAMPLES:
+                raise ValueError(f"utterance {i} of the batch has {n} samples: too short to encode")
+            for start in range(0, n, WINDOW_SAMPLES):
+                if n - start < MIN_WINDOW_SAMPLES:
+                    break  # a few ms past a 30 s boundary: nothing to encode
                 windows.append(speech[i, start : min(n, start + WINDOW_SAMPLES)])
                 owners.append(i)
         mel = self.feature_extractor(

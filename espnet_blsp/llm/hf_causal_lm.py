@@ -97,9 +97,11 @@ class HFCausalLM(AbsLLM, FrozenModule):
                 ids = torch.tensor([prefix], device=device)
                 out = self.model.base_model(input_ids=ids, use_cache=True)
             self._prefix_kv[key] = [(k, v) for k, v, *_ in out.past_key_values]
+        # The config keeps each layer's kind (full or sliding-window attention).
         return DynamicCache(
             [(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1))
-             for k, v in self._prefix_kv[key]]
+             for k, v in self._prefix_kv[key]],
+            config=self.model.config,
         )
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -44,8 +44,13 @@ def respond(
             i for i, k in enumerate(keys)
             if k not in out.done and (references is None or k in references)
         ]
-        if len(todo) < len(keys):
-            logging.info(f"{output}: {len(keys) - len(todo)} utterances already done")
+        if references is not None:
+            unscored = [k for k in keys if k not in references]
+            if unscored:
+                logging.warning(f"{output}: {len(unscored)} utterances have no reference, e.g. {unscored[0]}")
+        done = sum(k in out.done for k in keys)
+        if done:
+            logging.info(f"{output}: {done} utterances already done")
         progress = Progress(len(todo))
         batches = length_sorted_batches(todo, [sizes[i] for i in todo], batch_size)
         for batch in batches:

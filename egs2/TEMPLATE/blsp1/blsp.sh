@@ -88,10 +88,20 @@ run_split() {
   local dir=${out}/split_${name}
   local n
   n=$(min "${nj}" "$(wc -l < "${keys}")")
+  # A split made for other keys or another nj would lose or duplicate lines.
+  local meta
+  meta="nj=${n} keys=$(md5sum < "${keys}" | cut -d' ' -f1)"
+  if [ -d "${dir}" ] && [ "$(cat "${dir}/split.meta" 2>/dev/null)" != "${meta}" ]; then
+    log "${dir}: made for other keys or --nj; splitting again"
+    rm -rf "${dir}"
+  fi
   mkdir -p "${dir}/log"
   local parts=()
   for j in $(seq "${n}"); do parts+=("${dir}/keys.${j}"); done
-  [ -f "${dir}/keys.${n}" ] || utils/split_scp.pl "${keys}" "${parts[@]}"
+  if [ ! -f "${dir}/split.meta" ]; then
+    utils/split_scp.pl "${keys}" "${parts[@]}"
+    echo "${meta}" > "${dir}/split.meta"
+  fi
   cmd=${cmd//@IN@/${dir}/keys.JOB}
   cmd=${cmd//@OUT@/${dir}/out.JOB}
   ${decode_cmd} JOB=1:"${n}" "${dir}/log/${name}.JOB.log" "${cmd}"
@@ -199,8 +209,10 @@ evaluate() {
   local ref=${dumpdir}/raw/${dset}/continuation
   [ -f "${sd}/.done" ] && { log "${sd}: done, skipping"; return; }
   mkdir -p "${sd}"
+  local instruction
+  printf -v instruction '%q' "${asr_instruction}"  # run.pl runs the command with bash -c
   run_split "${ref}" "${sd}" eval \
-    "${python} -m espnet_blsp.bin.evaluate --keys @IN@ --out_dir @OUT@ --ref_continuation ${ref} --asr_instruction '${asr_instruction}' --num_threads ${num_threads} ${input}" \
+    "${python} -m espnet_blsp.bin.evaluate --keys @IN@ --out_dir @OUT@ --ref_continuation ${ref} --asr_instruction ${instruction} --config ${continuation_config} --num_threads ${num_threads} ${input}" \
     continuation asr_text nll
   touch "${sd}/.done"
 }
@@ -209,7 +221,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   log "Stage 7: decode test sets"
   for dset in ${test_sets}; do
     d=${dumpdir}/raw/${dset}
-    text_input="--llm ${llm} --config ${continuation_config}"
+    text_input="--llm ${llm}"
     speech_input="--train_config ${blsp_exp}/config.yaml --batch_size ${inference_batch_size} --speech ${speech_root}/${dset}/${speech_scp},${speech_type}"
     log "${dset}: Text+LLM"
     # Its continuation is the reference itself (stage 3): not generated again.
