@@ -20,7 +20,7 @@ from typeguard import typechecked
 
 from espnet_blsp.encoders.precomputed_encoder import PrecomputedEncoder
 from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
-from espnet_blsp.llm.batch import response_nll
+from espnet_blsp.llm.batch import response_scores
 from espnet_blsp.llm.prompt import CONTINUATION_INSTRUCTION
 from espnet_blsp.llm.respond import respond
 from espnet_blsp.tasks.blsp import BLSPTask
@@ -94,33 +94,17 @@ class Speech2Response:
     ) -> List[Tuple[float, int]]:
         """Summed NLL and token count of each given response (teacher-forced)."""
         prompt = self.model.make_prompt(instruction)
-        tok = self.model.llm.tokenizer
-        targets = [tok(r, add_special_tokens=False).input_ids for r in responses]
-        nll, rows, _ = response_nll(self.model.llm, self.slots(speech), prompt, targets)
-        return [
-            (float(nll[rows == i].sum()), int((rows == i).sum())) for i in range(len(targets))
-        ]
+        return response_scores(self.model.llm, self.slots(speech), prompt, responses)
 
 
-def respond_to_speech(
-    s2r: Speech2Response,
-    scp: str,
-    kind: str,
-    output: Path,
-    instruction: str,
-    batch_size: int,
-    keys: Optional[Sequence[str]] = None,
-    references: Optional[Dict[str, str]] = None,
-) -> int:
-    """Answers ``instruction`` for each utterance of ``scp`` into ``output``.
+def load_split(
+    scp: str, kind: str, keys: Optional[Sequence[str]] = None
+) -> Tuple[List[str], List[np.ndarray]]:
+    """The utterances of ``scp`` (only ``keys``, if given) and their speech.
 
     Args:
         scp: ``wav.scp`` (kind ``sound``) or ``feats.scp`` (kind ``kaldi_ark``).
         keys: Only these utterances (a job's split); default all.
-        references: Write the NLL of these responses instead of generating.
-
-    Returns:
-        The number of utterances processed by this call.
     """
     items = read_kv(scp)
     if keys is not None:
@@ -129,10 +113,30 @@ def respond_to_speech(
             raise ValueError(f"{scp}: no entry for utterance {sorted(missing)[0]}")
         wanted = set(keys)
         items = [kv for kv in items if kv[0] in wanted]
-    speech = [load_speech(v, kind) for _, v in items]
+    return [k for k, _ in items], [load_speech(v, kind) for _, v in items]
+
+
+def respond_to_speech(
+    s2r: Speech2Response,
+    keys: Sequence[str],
+    speech: Sequence[np.ndarray],
+    output: Path,
+    instruction: str,
+    batch_size: int,
+    references: Optional[Dict[str, str]] = None,
+) -> int:
+    """Answers ``instruction`` for each utterance into ``output``.
+
+    Args:
+        keys, speech: Utterances and their speech (see :func:`load_split`).
+        references: Write the NLL of these responses instead of generating.
+
+    Returns:
+        The number of utterances processed by this call.
+    """
     prompt = s2r.model.make_prompt(instruction)
     return respond(
-        s2r.model.llm, prompt, [k for k, _ in items], [len(x) for x in speech],
+        s2r.model.llm, prompt, keys, [len(x) for x in speech],
         lambda idx, _: s2r.slots([speech[i] for i in idx]),
         output, batch_size, s2r.generate_kwargs, references,
     )
@@ -167,7 +171,8 @@ def main(cmd: Optional[List[str]] = None):
     )
     keys = [k for k, _ in read_kv(args.key_file, allow_empty_value=True)] if args.key_file else None
     refs = dict(read_kv(args.score_text)) if args.score_text else None
-    n = respond_to_speech(s2r, scp, kind, args.output, args.instruction, args.batch_size, keys, refs)
+    keys, speech = load_split(scp, kind, keys)
+    n = respond_to_speech(s2r, keys, speech, args.output, args.instruction, args.batch_size, refs)
     logging.info(f"{args.output}: {n} utterances done")
 
 

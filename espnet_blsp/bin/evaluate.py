@@ -22,7 +22,11 @@ from typing import List, Optional
 
 import torch
 
-from espnet_blsp.bin.blsp_inference import Speech2Response, respond_to_speech
+from espnet_blsp.bin.blsp_inference import (
+    Speech2Response,
+    load_split,
+    respond_to_speech,
+)
 from espnet_blsp.bin.generate_text import generate_file, load_conf
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.utils.kaldi_dir import read_kv, write_kv
@@ -37,13 +41,13 @@ def main(cmd: Optional[List[str]] = None):
     parser.add_argument("--keys", type=Path, required=True, help="the utterances (uttid first)")
     parser.add_argument("--ref_continuation", type=Path, required=True)
     parser.add_argument("--asr_instruction", default=ASR_INSTRUCTION)
-    text = parser.add_argument_group("the LLM reads text")
-    text.add_argument("--text", type=Path, help="uttid -> transcript")
-    text.add_argument("--llm", help="HF causal LM")
     parser.add_argument(
         "--config", type=Path,
         help="generation config (generate_text's YAML); decoding settings apply to both kinds",
     )
+    text = parser.add_argument_group("the LLM reads text")
+    text.add_argument("--text", type=Path, help="uttid -> transcript")
+    text.add_argument("--llm", help="HF causal LM")
     text.add_argument(
         "--continuation_from", type=Path,
         help="take the continuations from here instead of generating them (Text+LLM: "
@@ -79,11 +83,12 @@ def main(cmd: Optional[List[str]] = None):
         torch.manual_seed(args.seed)
         s2r = Speech2Response(args.train_config, args.model_file, generate_kwargs=conf["generate"])
         scp, kind = args.speech.split(",")
+        keys, speech = load_split(scp, kind, keys)  # once, for all three outputs
         instruction = s2r.model.instruction  # the one it was trained with
 
         def run(output: Path, task_instruction: str, refs: Optional[Path] = None) -> None:
             references = dict(read_kv(refs)) if refs else None
-            respond_to_speech(s2r, scp, kind, output, task_instruction, args.batch_size, keys, references)
+            respond_to_speech(s2r, keys, speech, output, task_instruction, args.batch_size, references)
 
     if args.continuation_from:
         given = dict(read_kv(args.continuation_from))

@@ -1,7 +1,7 @@
 """LLM input batches: prompt + slot (+ response), and decoding from them."""
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -108,6 +108,16 @@ def response_nll(
     """
     batch = assemble(llm, slots, prompt, targets, with_prefix=False)
     return token_nll(llm, batch, prefix=prompt.prefix)
+
+
+@torch.no_grad()
+def response_scores(
+    llm: AbsLLM, slots: Sequence[torch.Tensor], prompt: Prompt, responses: Sequence[str]
+) -> List[Tuple[float, int]]:
+    """Summed NLL and token count of each response text after its slot."""
+    targets = [llm.tokenizer(r, add_special_tokens=False).input_ids for r in responses]
+    nll, rows, _ = response_nll(llm, slots, prompt, targets)
+    return [(float(nll[rows == i].sum()), int((rows == i).sum())) for i in range(len(targets))]
 
 
 def token_nll(llm: AbsLLM, batch: LLMBatch, prefix: Sequence[int] = ()):

@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from espnet_blsp.llm.abs_llm import AbsLLM
-from espnet_blsp.llm.batch import generate, response_nll
+from espnet_blsp.llm.batch import generate, response_scores
 from espnet_blsp.llm.prompt import Prompt
 from espnet_blsp.utils.audio import length_sorted_batches
 from espnet_blsp.utils.progress import Progress
@@ -62,10 +62,8 @@ def respond(
                     if not v:
                         logging.warning(f"{output}: utterance {keys[i]}: empty response")
             else:
-                tok = llm.tokenizer
-                targets = [tok(references[keys[i]], add_special_tokens=False).input_ids for i in batch]
-                nll, rows, _ = response_nll(llm, slots, prompt, targets)
-                values = [f"{float(nll[rows == r].sum()):.4f} {int((rows == r).sum())}" for r in range(len(batch))]
+                scores = response_scores(llm, slots, prompt, [references[keys[i]] for i in batch])
+                values = [f"{s:.4f} {n}" for s, n in scores]
             out.write_batch([(keys[i], v) for i, v in zip(batch, values)])
             progress.update(len(batch))
     return len(todo)
