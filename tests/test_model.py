@@ -207,6 +207,32 @@ def test_auxiliary_ctc_loss_trains_the_adapter(tiny_whisper_dir, tiny_llm_dir):
     assert all(p.grad is not None for p in model.adapter.parameters())
 
 
+def test_distillation_loss_vanishes_when_speech_reads_as_the_transcript(
+    tiny_whisper_dir, tiny_llm_dir, monkeypatch
+):
+    torch.manual_seed(0)
+    encoder = WhisperSpeechEncoder(str(tiny_whisper_dir))
+    llm = HFCausalLM(str(tiny_llm_dir), dtype="float32")
+    adapter = ConvGLUAdapter(encoder.output_size(), llm.hidden_size(), bottleneck_dim=8)
+    model = BLSPModel(encoder, adapter, llm, kd_weight=0.7)
+    speech, lengths = speech_batch([16000, 12000])
+    text, text_lengths = torch.tensor([[20, 21], [22, -1]]), torch.tensor([2, 1])
+    transcript, tlen = torch.tensor([[30, 31, 32], [33, 34, -1]]), torch.tensor([3, 2])
+    loss, stats, _ = model(speech, lengths, text, text_lengths, transcript, tlen)
+    assert stats["kd_loss"] > 0.01
+    torch.testing.assert_close(loss.detach(), 0.3 * stats["lm_loss"] + 0.7 * stats["kd_loss"])
+    loss.backward()
+    assert all(p.grad is not None for p in model.adapter.parameters())
+
+    # A student whose slots are the transcript's own embeddings is the teacher.
+    texts = [llm.tokenizer.decode(t[:n].tolist()) for t, n in zip(transcript, tlen.tolist())]
+    monkeypatch.setattr(model, "speech_slots", lambda *_: model.text_slots(texts, model.prompt))
+    _, stats, _ = model(speech, lengths, text, text_lengths, transcript, tlen)
+    assert stats["kd_loss"].abs() < 1e-5
+    with pytest.raises(ValueError, match="<= 1"):
+        BLSPModel(encoder, adapter, llm, ctc_weight=0.5, kd_weight=0.6)
+
+
 def test_encoder_rejects_empty_audio_and_ignores_a_sliver_past_30s(model):
     with pytest.raises(ValueError, match="too short"):
         model.encoder(torch.zeros(1, 100), torch.tensor([100]))

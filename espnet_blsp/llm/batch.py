@@ -110,6 +110,17 @@ def response_nll(
     return token_nll(llm, batch, prefix=prompt.prefix)
 
 
+def response_logits(
+    llm: AbsLLM,
+    slots: Sequence[torch.Tensor],
+    prompt: Prompt,
+    targets: Sequence[Sequence[int]],
+):
+    """Like :func:`response_nll` but returns :func:`token_logits`' outputs."""
+    batch = assemble(llm, slots, prompt, targets, with_prefix=False)
+    return token_logits(llm, batch, prefix=prompt.prefix)
+
+
 @torch.no_grad()
 def response_scores(
     llm: AbsLLM, slots: Sequence[torch.Tensor], prompt: Prompt, responses: Sequence[str]
@@ -120,23 +131,32 @@ def response_scores(
     return [(float(nll[rows == i].sum()), int((rows == i).sum())) for i in range(len(targets))]
 
 
-def token_nll(llm: AbsLLM, batch: LLMBatch, prefix: Sequence[int] = ()):
-    """Per-token NLL of the labelled positions of ``batch``.
+def token_logits(llm: AbsLLM, batch: LLMBatch, prefix: Sequence[int] = ()):
+    """The LLM's next-token logits at the labelled positions of ``batch``.
 
     Args:
         prefix: Token ids preceding every row that ``batch`` leaves out.
 
     Returns:
-        (N,) NLL per labelled token, (N,) the row each belongs to, and (N,)
-        whether the argmax prediction was right.
+        (N, V) float logits, (N,) their target ids and (N,) the row each
+        belongs to.
     """
     hidden = llm.hidden_states(batch.embeds, batch.mask, batch.positions, prefix)
     target = batch.labels[:, 1:]
     keep = target != IGNORE_ID
-    logits = llm.logits(hidden[:, :-1][keep])
-    nll = torch.nn.functional.cross_entropy(logits, target[keep], reduction="none")
-    correct = logits.argmax(-1) == target[keep]
-    return nll, keep.nonzero()[:, 0], correct
+    return llm.logits(hidden[:, :-1][keep]), target[keep], keep.nonzero()[:, 0]
+
+
+def token_nll(llm: AbsLLM, batch: LLMBatch, prefix: Sequence[int] = ()):
+    """Per-token NLL of the labelled positions of ``batch``.
+
+    Returns:
+        (N,) NLL per labelled token, (N,) the row each belongs to, and (N,)
+        whether the argmax prediction was right.
+    """
+    logits, target, rows = token_logits(llm, batch, prefix)
+    nll = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    return nll, rows, logits.argmax(-1) == target
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from typeguard import typechecked
 from espnet_blsp.adapters.abs_adapter import AbsAdapter
 from espnet_blsp.encoders.abs_encoder import AbsSpeechEncoder
 from espnet_blsp.llm.abs_llm import AbsLLM
-from espnet_blsp.llm.batch import LLMBatch, assemble, generate, response_nll, text_slots
+from espnet_blsp.llm.batch import LLMBatch, assemble, generate, response_logits, text_slots
 from espnet_blsp.llm.prompt import CONTINUATION_INSTRUCTION, Prompt, build_prompt
 from espnet_blsp.utils.frozen import frozen_state_dict_hooks
 
@@ -33,6 +33,12 @@ class BLSPModel(AbsESPnetModel):
             what was said, which the LM loss only gives through the whole
             LLM. It speeds up alignment when data or compute are small. Needs
             the ``transcript`` data.
+        kd_weight: Weight of BLSP-KD's distillation loss (arXiv 2405.19041):
+            the KL divergence from the LLM's next-token distributions given
+            the transcript (the teacher) to those given the speech, on every
+            response token; the LM loss keeps weight ``1 - kd_weight``. The
+            full distributions carry more per token than the one sampled
+            token. Needs the ``transcript`` data.
         extract_feats_in_collect_stats: ESPnet flag; shapes need no model.
     """
 
@@ -45,6 +51,7 @@ class BLSPModel(AbsESPnetModel):
         instruction: str = CONTINUATION_INSTRUCTION,
         use_chat_template: bool = True,
         ctc_weight: float = 0.0,
+        kd_weight: float = 0.0,
         extract_feats_in_collect_stats: bool = False,
     ):
         super().__init__()
@@ -54,7 +61,10 @@ class BLSPModel(AbsESPnetModel):
         self.use_chat_template = use_chat_template
         self.instruction = instruction
         self.prompt = self.make_prompt(instruction)
+        if ctc_weight + kd_weight > 1:
+            raise ValueError(f"ctc_weight + kd_weight must be <= 1, got {ctc_weight} + {kd_weight}")
         self.ctc_weight = ctc_weight
+        self.kd_weight = kd_weight
         self.extract_feats_in_collect_stats = extract_feats_in_collect_stats
         frozen_state_dict_hooks(self)
 
@@ -105,16 +115,19 @@ class BLSPModel(AbsESPnetModel):
         """
         slots = self.speech_slots(speech, speech_lengths)
         targets = [t[:n].tolist() for t, n in zip(text, text_lengths.tolist())]
-        nll, _, correct = response_nll(self.llm, slots, self.prompt, targets)
-        lm_loss = nll.mean()
-        loss = lm_loss
-        stats = dict(acc=correct.float().mean(), ppl=lm_loss.detach().exp())
-        if self.ctc_weight > 0:
+        logits, target, _ = response_logits(self.llm, slots, self.prompt, targets)
+        lm_loss = torch.nn.functional.cross_entropy(logits, target)
+        stats = dict(acc=(logits.argmax(-1) == target).float().mean(), ppl=lm_loss.detach().exp())
+        losses = {"lm_loss": (1 - self.ctc_weight - self.kd_weight, lm_loss)}
+        if self.ctc_weight > 0 or self.kd_weight > 0:
             if transcript is None:
-                raise ValueError("ctc_weight > 0 needs the transcript data (name 'transcript')")
-            ctc = self.ctc_loss(slots, transcript, transcript_lengths)
-            loss = (1 - self.ctc_weight) * lm_loss + self.ctc_weight * ctc
-            stats.update(lm_loss=lm_loss.detach(), ctc_loss=ctc.detach())
+                raise ValueError("ctc_weight or kd_weight > 0 needs the transcript data (name 'transcript')")
+            if self.ctc_weight > 0:
+                losses["ctc_loss"] = (self.ctc_weight, self.ctc_loss(slots, transcript, transcript_lengths))
+            if self.kd_weight > 0:
+                losses["kd_loss"] = (self.kd_weight, self.kd_loss(logits, transcript, transcript_lengths, targets))
+            stats.update({name: value.detach() for name, (_, value) in losses.items()})
+        loss = sum(w * value for w, value in losses.values())
         stats["loss"] = loss.detach()
         batch_size = torch.tensor(len(slots), device=loss.device)
         return force_gatherable((loss, stats, batch_size), loss.device)
@@ -133,6 +146,25 @@ class BLSPModel(AbsESPnetModel):
         return torch.nn.functional.ctc_loss(
             log_probs, transcript.clamp(min=0), in_lengths, lengths,
             blank=self.prompt.end, zero_infinity=True,
+        )
+
+    def kd_loss(
+        self,
+        logits: torch.Tensor,
+        transcript: torch.Tensor,
+        lengths: torch.Tensor,
+        targets: List[List[int]],
+    ) -> torch.Tensor:
+        """Mean KL(teacher || student) per response token, where the teacher is
+        the same frozen LLM reading the transcript instead of the speech."""
+        tok = self.llm.tokenizer
+        texts = [tok.decode(t[:n].tolist()) for t, n in zip(transcript, lengths.tolist())]
+        with torch.no_grad():
+            teacher, _, _ = response_logits(
+                self.llm, self.text_slots(texts, self.prompt), self.prompt, targets
+            )
+        return torch.nn.functional.kl_div(
+            logits.log_softmax(-1), teacher.log_softmax(-1), log_target=True, reduction="batchmean"
         )
 
     def collect_feats(
