@@ -5,7 +5,7 @@ import torch
 
 from espnet_blsp.adapters.conv_glu_adapter import ConvGLUAdapter
 from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
-from espnet_blsp.llm.batch import IGNORE_ID
+from espnet_blsp.llm.batch import IGNORE_ID, assemble
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.models.blsp import BLSPModel
 
@@ -141,6 +141,17 @@ def test_text_and_speech_generation(model):
     # Left padding must not change a row's greedy output.
     single = model.generate(slots[:1], prompt, max_new_tokens=5, do_sample=False)
     assert single[0] == outs[0]
+
+
+def test_generation_from_the_prefix_cache_matches_full_prompts(model):
+    prompt = model.make_prompt("Continue this. <speech>")
+    slots = model.text_slots(["the quick brown fox", "a", "jumps over the dog"], prompt)
+    kwargs = dict(max_new_tokens=8, do_sample=False, eos_token_id=[prompt.end])
+    full = model.assemble(slots, prompt, left_pad=True)
+    expected = model.llm.generate(full.embeds, full.mask, **kwargs)
+    rest = assemble(model.llm, slots, prompt, left_pad=True, with_prefix=False)
+    cached = model.llm.generate(rest.embeds, rest.mask, prefix=prompt.prefix, **kwargs)
+    assert cached == expected and any(len(ids) > 1 for ids in cached)
 
 
 def test_unpadded_encoder_is_batch_invariant(tiny_whisper_dir):

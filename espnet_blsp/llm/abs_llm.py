@@ -47,6 +47,14 @@ class AbsLLM(torch.nn.Module, ABC):
 
     @abstractmethod
     def generate(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prefix: Sequence[int] = (),
+        **kwargs,
     ) -> List[List[int]]:
-        """Decode from a left-padded batch; returns the new token ids."""
+        """Decode from a left-padded batch; returns the new token ids.
+
+        Args:
+            prefix: Token ids that precede every row (not in the batch).
+        """

@@ -164,8 +164,10 @@ def generate(
     llm: AbsLLM, slots: Sequence[torch.Tensor], prompt: Prompt, **generate_kwargs
 ) -> List[str]:
     """Responses to the prompt with each slot filled (greedy unless told)."""
-    batch = assemble(llm, slots, prompt, left_pad=True)
+    batch = assemble(llm, slots, prompt, left_pad=True, with_prefix=False)
     tok = llm.tokenizer
     eos = [prompt.end] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
-    ids = llm.generate(batch.embeds, batch.mask, eos_token_id=eos, **generate_kwargs)
+    ids = llm.generate(
+        batch.embeds, batch.mask, prefix=prompt.prefix, eos_token_id=eos, **generate_kwargs
+    )
     return [tok.decode(row, skip_special_tokens=True).strip() for row in ids]

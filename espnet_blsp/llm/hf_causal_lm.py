@@ -42,6 +42,10 @@ class HFCausalLM(AbsLLM, FrozenModule):
             attn_implementation=attn_implementation,
             **extra,
         )
+        # HF generate feeds lm_head a strided last-position slice, on which
+        # PyTorch's bf16 CPU matmul is ~200x slower (measured 2.9 s instead of
+        # 15 ms for 32 rows of SmolLM2): hand it a contiguous copy.
+        self.model.get_output_embeddings().register_forward_pre_hook(_contiguous_input)
         self._prefix_kv = {}  # prompt prefix -> per-layer (keys, values)
         self.freeze()
 
@@ -109,15 +113,34 @@ class HFCausalLM(AbsLLM, FrozenModule):
 
     @torch.no_grad()
     def generate(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prefix: Sequence[int] = (),
+        **kwargs,
     ) -> List[List[int]]:
+        inputs_embeds = inputs_embeds.to(self.dtype)
+        if len(prefix):
+            # The shared prefix comes from the cache (it is most of a short
+            # prompt's prefill). HF wants the full rows and skips the cached
+            # part: [prefix | left padding | row], the padding masked out.
+            batch_size = inputs_embeds.size(0)
+            head = self.embed(torch.tensor(prefix, device=inputs_embeds.device))
+            inputs_embeds = torch.cat([head.expand(batch_size, -1, -1), inputs_embeds], dim=1)
+            ones = attention_mask.new_ones(batch_size, len(prefix))
+            attention_mask = torch.cat([ones, attention_mask], dim=1)
+            kwargs["past_key_values"] = self._prefix_cache(tuple(prefix), batch_size)
         out = self.model.generate(
-            inputs_embeds=inputs_embeds.to(self.dtype),
+            inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             pad_token_id=self.tokenizer.pad_token_id,
             **kwargs,
         )
         return [strip_after_eos(row.tolist(), kwargs.get("eos_token_id")) for row in out]
+
+
+def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:])
 
 
 def strip_after_eos(ids: List[int], eos) -> List[int]:

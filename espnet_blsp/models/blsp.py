@@ -31,14 +31,14 @@ class BLSPModel(AbsESPnetModel):
             it off) that scores each speech embedding against the LLM's own
             token embeddings and the transcript's tokens: a direct signal of
             what was said, which the LM loss only gives through the whole
-            LLM. It speeds up alignment when data or compute are small. Needs
-            the ``transcript`` data.
+            LLM. Needs the ``transcript`` data. (In the CPU demo's 300-step
+            runs it did not help.)
         kd_weight: Weight of BLSP-KD's distillation loss (arXiv 2405.19041):
             the KL divergence from the LLM's next-token distributions given
             the transcript (the teacher) to those given the speech, on every
-            response token; the LM loss keeps weight ``1 - kd_weight``. The
-            full distributions carry more per token than the one sampled
-            token. Needs the ``transcript`` data.
+            response token; the LM loss keeps ``1 - ctc_weight - kd_weight``.
+            Needs the ``transcript`` data. (In the CPU demo's 300-step runs
+            it did not help either.)
         extract_feats_in_collect_stats: ESPnet flag; shapes need no model.
     """
 
@@ -107,7 +107,7 @@ class BLSPModel(AbsESPnetModel):
             speech_lengths: (B,)
             text: (B, L) target token ids (the LLM's continuation), padded.
             text_lengths: (B,)
-            transcript: (B, L') transcript token ids, for ``ctc_weight``.
+            transcript: (B, L') transcript token ids, for ``ctc_weight``/``kd_weight``.
             transcript_lengths: (B,)
 
         Returns:
