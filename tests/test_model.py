@@ -10,13 +10,17 @@ from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.models.blsp import BLSPModel
 
 
+def build_model(whisper_dir, llm_dir, **model_conf) -> BLSPModel:
+    torch.manual_seed(0)
+    encoder = WhisperSpeechEncoder(str(whisper_dir))
+    llm = HFCausalLM(str(llm_dir), dtype="float32")
+    adapter = ConvGLUAdapter(encoder.output_size(), llm.hidden_size(), bottleneck_dim=8)
+    return BLSPModel(encoder, adapter, llm, **model_conf)
+
+
 @pytest.fixture(scope="module")
 def model(tiny_whisper_dir, tiny_llm_dir):
-    torch.manual_seed(0)
-    encoder = WhisperSpeechEncoder(str(tiny_whisper_dir))
-    llm = HFCausalLM(str(tiny_llm_dir), dtype="float32")
-    adapter = ConvGLUAdapter(encoder.output_size(), llm.hidden_size(), bottleneck_dim=8)
-    return BLSPModel(encoder, adapter, llm)
+    return build_model(tiny_whisper_dir, tiny_llm_dir)
 
 
 def speech_batch(lengths):
@@ -25,6 +29,14 @@ def speech_batch(lengths):
     for i, n in enumerate(lengths):
         speech[i, :n] = 0.1 * torch.randn(n, generator=g)
     return speech, torch.tensor(lengths)
+
+
+def aux_loss_batch():
+    """Speech, targets and transcripts of two utterances, padded."""
+    speech, lengths = speech_batch([16000, 12000])
+    text, text_lengths = torch.tensor([[20, 21], [22, -1]]), torch.tensor([2, 1])
+    transcript, tlen = torch.tensor([[30, 31, 32], [33, 34, -1]]), torch.tensor([3, 2])
+    return speech, lengths, text, text_lengths, transcript, tlen
 
 
 def test_assembled_batch_places_speech_and_labels(model):
@@ -201,16 +213,10 @@ def test_prefix_cache_gives_the_same_loss_and_gradients(model):
 
 
 def test_auxiliary_ctc_loss_trains_the_adapter(tiny_whisper_dir, tiny_llm_dir):
-    torch.manual_seed(0)
-    encoder = WhisperSpeechEncoder(str(tiny_whisper_dir))
-    llm = HFCausalLM(str(tiny_llm_dir), dtype="float32")
-    adapter = ConvGLUAdapter(encoder.output_size(), llm.hidden_size(), bottleneck_dim=8)
-    model = BLSPModel(encoder, adapter, llm, ctc_weight=0.5)
-    speech, lengths = speech_batch([16000, 12000])
-    text, text_lengths = torch.tensor([[20, 21], [22, -1]]), torch.tensor([2, 1])
+    model = build_model(tiny_whisper_dir, tiny_llm_dir, ctc_weight=0.5)
+    speech, lengths, text, text_lengths, transcript, tlen = aux_loss_batch()
     with pytest.raises(ValueError, match="transcript"):
         model(speech, lengths, text, text_lengths)
-    transcript, tlen = torch.tensor([[30, 31, 32], [33, 34, -1]]), torch.tensor([3, 2])
     loss, stats, _ = model(speech, lengths, text, text_lengths, transcript, tlen)
     assert {"lm_loss", "ctc_loss"} <= set(stats)
     torch.testing.assert_close(loss.detach(), 0.5 * stats["lm_loss"] + 0.5 * stats["ctc_loss"])
@@ -221,14 +227,8 @@ def test_auxiliary_ctc_loss_trains_the_adapter(tiny_whisper_dir, tiny_llm_dir):
 def test_distillation_loss_vanishes_when_speech_reads_as_the_transcript(
     tiny_whisper_dir, tiny_llm_dir, monkeypatch
 ):
-    torch.manual_seed(0)
-    encoder = WhisperSpeechEncoder(str(tiny_whisper_dir))
-    llm = HFCausalLM(str(tiny_llm_dir), dtype="float32")
-    adapter = ConvGLUAdapter(encoder.output_size(), llm.hidden_size(), bottleneck_dim=8)
-    model = BLSPModel(encoder, adapter, llm, kd_weight=0.7)
-    speech, lengths = speech_batch([16000, 12000])
-    text, text_lengths = torch.tensor([[20, 21], [22, -1]]), torch.tensor([2, 1])
-    transcript, tlen = torch.tensor([[30, 31, 32], [33, 34, -1]]), torch.tensor([3, 2])
+    model = build_model(tiny_whisper_dir, tiny_llm_dir, kd_weight=0.7)
+    speech, lengths, text, text_lengths, transcript, tlen = aux_loss_batch()
     loss, stats, _ = model(speech, lengths, text, text_lengths, transcript, tlen)
     assert stats["kd_loss"] > 0.01
     torch.testing.assert_close(loss.detach(), 0.3 * stats["lm_loss"] + 0.7 * stats["kd_loss"])
@@ -236,12 +236,12 @@ def test_distillation_loss_vanishes_when_speech_reads_as_the_transcript(
     assert all(p.grad is not None for p in model.adapter.parameters())
 
     # A student whose slots are the transcript's own embeddings is the teacher.
-    texts = [llm.tokenizer.decode(t[:n].tolist()) for t, n in zip(transcript, tlen.tolist())]
+    texts = [model.llm.tokenizer.decode(t[:n].tolist()) for t, n in zip(transcript, tlen.tolist())]
     monkeypatch.setattr(model, "speech_slots", lambda *_: model.text_slots(texts, model.prompt))
     _, stats, _ = model(speech, lengths, text, text_lengths, transcript, tlen)
     assert stats["kd_loss"].abs() < 1e-5
     with pytest.raises(ValueError, match="<= 1"):
-        BLSPModel(encoder, adapter, llm, ctc_weight=0.5, kd_weight=0.6)
+        BLSPModel(model.encoder, model.adapter, model.llm, ctc_weight=0.5, kd_weight=0.6)
 
 
 def test_encoder_rejects_empty_audio_and_ignores_a_sliver_past_30s(model):
