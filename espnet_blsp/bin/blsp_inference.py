@@ -25,6 +25,7 @@ from espnet_blsp.llm.prompt import CONTINUATION_INSTRUCTION
 from espnet_blsp.llm.respond import respond
 from espnet_blsp.tasks.blsp import BLSPTask
 from espnet_blsp.utils.audio import load_speech, pad_batch
+from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv
 
 
@@ -62,12 +63,15 @@ class Speech2Response:
     def slots(self, speech: Sequence[np.ndarray]) -> List[torch.Tensor]:
         """Adapter outputs for waveforms (1-D) or cached encoder frames (2-D)."""
         x, lengths = pad_batch(list(speech))
-        device = next(self.model.adapter.parameters()).device
-        x, lengths = x.to(device), lengths.to(device)
+        x, lengths = x.to(self.device), lengths.to(self.device)
         if x.dim() == 2 and isinstance(self.model.encoder, PrecomputedEncoder):
             # Trained on cached frames: encode waveforms with the same encoder.
             x, lengths = self.waveform_encoder(x, lengths)
         return self.model.speech_slots(x, lengths)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.adapter.parameters()).device
 
     @property
     def waveform_encoder(self) -> WhisperSpeechEncoder:
@@ -76,8 +80,7 @@ class Speech2Response:
             if source is None:
                 raise ValueError("model trained on cached frames of an unknown encoder; "
                                  "pass frames (kaldi_ark) instead of waveforms")
-            device = next(self.model.adapter.parameters()).device
-            self._waveform_encoder = WhisperSpeechEncoder(source).to(device)
+            self._waveform_encoder = WhisperSpeechEncoder(source).to(self.device)
         return self._waveform_encoder
 
     def batch(self, speech: Sequence[np.ndarray], instruction: str) -> List[str]:
@@ -158,11 +161,9 @@ def main(cmd: Optional[List[str]] = None):
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="seeds the untrained adapter")
-    parser.add_argument("--num_threads", type=int, default=None)
+    add_num_threads(parser)
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    setup(args)
     torch.manual_seed(args.seed)
     scp, _, kind = args.data_path_and_name_and_type.split(",")
     s2r = Speech2Response(

@@ -19,6 +19,7 @@ import torch
 
 from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
 from espnet_blsp.utils.audio import length_sorted_batches, load_speech, pad_batch
+from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, write_kv
 from espnet_blsp.utils.progress import Progress
 
@@ -57,11 +58,9 @@ def main(cmd: Optional[List[str]] = None):
     parser.add_argument("--out_dir", type=Path, required=True)
     parser.add_argument("--dtype", default="float32", help="encoder compute dtype")
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--num_threads", type=int, default=None)
+    add_num_threads(parser)
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    setup(args)
     encoder = WhisperSpeechEncoder(args.encoder, dtype=args.dtype)
     n = dump(encoder, args.wav_scp, args.out_dir, args.batch_size)
     logging.info(f"{args.out_dir}: encoded {n} utterances (width {encoder.output_size()})")

@@ -16,7 +16,6 @@ Each output resumes where it stopped; outputs already complete are skipped.
 """
 
 import argparse
-import logging
 from pathlib import Path
 from typing import List, Optional
 
@@ -29,6 +28,7 @@ from espnet_blsp.bin.blsp_inference import (
 )
 from espnet_blsp.bin.generate_text import generate_file, load_conf
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
+from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, write_kv
 
 ASR_INSTRUCTION = "Transcribe the following speech into text. <speech>"
@@ -59,11 +59,9 @@ def main(cmd: Optional[List[str]] = None):
     speech.add_argument("--model_file", type=Path, help="omit for the untrained adapter")
     speech.add_argument("--batch_size", type=int, default=8)
     speech.add_argument("--seed", type=int, default=0, help="seeds the untrained adapter")
-    parser.add_argument("--num_threads", type=int, default=None)
+    add_num_threads(parser)
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    setup(args)
     if (args.text is None) == (args.speech is None):
         parser.error("give exactly one of --text and --speech")
     keys = [k for k, _ in read_kv(args.keys, allow_empty_value=True)]

@@ -17,6 +17,7 @@ from typing import Dict, List, Tuple
 import soundfile
 from typeguard import typechecked
 
+from espnet_blsp.utils.cli import setup
 from espnet_blsp.utils.kaldi_dir import DataDirError, check_same_keys, read_kv, write_kv
 
 SAMPLE_RATE = 16000
@@ -81,7 +82,7 @@ def main(cmd=None):
     parser.add_argument("--min_sec", type=float, default=0.3)
     parser.add_argument("--max_sec", type=float, default=60.0)
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup(args)
     kept, dropped = format_dir(args.src, args.dst, args.min_sec, args.max_sec)
     logging.info(f"{args.dst}: kept {kept} utterances, dropped {dropped} outside "
                  f"[{args.min_sec}, {args.max_sec}] s")

@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import torch
 import yaml
 from typeguard import typechecked
 
@@ -23,6 +22,7 @@ from espnet_blsp.llm.batch import text_slots
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.llm.prompt import CONTINUATION_INSTRUCTION, build_prompt
 from espnet_blsp.llm.respond import respond
+from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv
 from espnet_blsp.utils.text import sentence_case
 
@@ -85,11 +85,9 @@ def main(cmd: Optional[List[str]] = None):
     parser.add_argument("--instruction", help="overrides the config; contains <speech>")
     parser.add_argument("--batch_size", type=int)
     parser.add_argument("--score_text", type=Path, help="write the NLL of these responses")
-    parser.add_argument("--num_threads", type=int, default=None, help="torch threads")
+    add_num_threads(parser)
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    setup(args)
     conf = load_conf(args.config, {"instruction": args.instruction, "batch_size": args.batch_size})
     llm = HFCausalLM(args.llm, dtype=conf["dtype"])
     n = generate_file(llm, args.text, args.output, conf, args.score_text)

@@ -22,6 +22,7 @@ import jiwer
 import sacrebleu
 from typeguard import typechecked
 
+from espnet_blsp.utils.cli import setup
 from espnet_blsp.utils.kaldi_dir import DataDirError, read_kv
 
 ROW_ORDER = ["text_llm", "whisper_cascade", "blsp_untrained", "blsp"]
@@ -111,7 +112,7 @@ def main(cmd: Optional[List[str]] = None):
     parser.add_argument("--results", type=Path, help="make the table from this dir")
     parser.add_argument("--out", type=Path, help="markdown output (with --results)")
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup(args)
     if args.sys_dir:
         scores = score_system(args.sys_dir, args.ref_text, args.ref_continuation)
         (args.sys_dir / "score.json").write_text(json.dumps(scores, indent=1) + "\n")

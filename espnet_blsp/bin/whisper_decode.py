@@ -5,13 +5,13 @@
 """
 
 import argparse
-import logging
 from pathlib import Path
 from typing import List, Optional
 
 import torch
 
 from espnet_blsp.utils.audio import length_sorted_batches, load_speech
+from espnet_blsp.utils.cli import setup
 from espnet_blsp.utils.kaldi_dir import read_kv
 from espnet_blsp.utils.progress import Progress
 from espnet_blsp.utils.resumable import ResumableWriter
@@ -26,7 +26,7 @@ def main(cmd: Optional[List[str]] = None):
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--max_new_tokens", type=int, default=128)
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup(args)
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     processor = WhisperProcessor.from_pretrained(args.model)

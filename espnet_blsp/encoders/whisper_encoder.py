@@ -85,7 +85,6 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
         out = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
         return out.float(), lengths
 
-
     def _encode_unpadded(self, mel: torch.Tensor, mel_frames: torch.Tensor) -> torch.Tensor:
         """Whisper's encoder forward at the batch's length, padding masked.
 

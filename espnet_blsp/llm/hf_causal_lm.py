@@ -72,9 +72,7 @@ class HFCausalLM(AbsLLM, FrozenModule):
     ) -> torch.Tensor:
         past = None
         if len(prefix):
-            past = self._prefix_cache(tuple(prefix), inputs_embeds.size(0))
-            ones = attention_mask.new_ones(attention_mask.size(0), len(prefix))
-            attention_mask = torch.cat([ones, attention_mask], dim=1)
+            past, attention_mask = self._after_prefix(prefix, attention_mask)
         # The body alone: the vocabulary projection is applied only where a
         # loss is taken, which saves a large matmul per padded position.
         out = self.model.base_model(
@@ -85,6 +83,13 @@ class HFCausalLM(AbsLLM, FrozenModule):
             use_cache=False,
         )
         return out.last_hidden_state
+
+    def _after_prefix(self, prefix: Sequence[int], attention_mask: torch.Tensor):
+        """The prefix's cached keys/values for the batch, and the batch's mask
+        extended over the prefix."""
+        batch_size = attention_mask.size(0)
+        ones = attention_mask.new_ones(batch_size, len(prefix))
+        return self._prefix_cache(tuple(prefix), batch_size), torch.cat([ones, attention_mask], dim=1)
 
     def _prefix_cache(self, prefix: Tuple[int, ...], batch_size: int):
         """Keys and values of a shared prompt prefix, computed once.
@@ -124,12 +129,9 @@ class HFCausalLM(AbsLLM, FrozenModule):
             # The shared prefix comes from the cache (it is most of a short
             # prompt's prefill). HF wants the full rows and skips the cached
             # part: [prefix | left padding | row], the padding masked out.
-            batch_size = inputs_embeds.size(0)
             head = self.embed(torch.tensor(prefix, device=inputs_embeds.device))
-            inputs_embeds = torch.cat([head.expand(batch_size, -1, -1), inputs_embeds], dim=1)
-            ones = attention_mask.new_ones(batch_size, len(prefix))
-            attention_mask = torch.cat([ones, attention_mask], dim=1)
-            kwargs["past_key_values"] = self._prefix_cache(tuple(prefix), batch_size)
+            inputs_embeds = torch.cat([head.expand(inputs_embeds.size(0), -1, -1), inputs_embeds], dim=1)
+            kwargs["past_key_values"], attention_mask = self._after_prefix(prefix, attention_mask)
         out = self.model.generate(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,

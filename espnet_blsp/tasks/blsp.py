@@ -137,7 +137,7 @@ class BLSPTask(AbsTask):
     def optional_data_names(
         cls, train: bool = True, inference: bool = False
     ) -> Tuple[str, ...]:
-        # The transcript, for the auxiliary CTC loss (model_conf.ctc_weight).
+        # The transcript, for the auxiliary CTC and KD losses (model_conf.ctc_weight, kd_weight).
         return ("transcript",)
 
     @classmethod
