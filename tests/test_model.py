@@ -93,7 +93,8 @@ def test_encoder_trims_and_handles_long_audio(model):
 def test_step_trains_only_the_adapter_and_loss_falls(model):
     frozen = {k: v.clone() for k, v in model.named_parameters() if not v.requires_grad}
     trainable = [p for p in model.parameters() if p.requires_grad]
-    assert {k.split(".")[0] for k, p in model.named_parameters() if p.requires_grad} == {"adapter"}
+    trains = {k.split(".")[0] for k, p in model.named_parameters() if p.requires_grad}
+    assert trains == {"adapter", "ctc_blank", "ctc_scale"}  # the adapter and its CTC head
     opt = torch.optim.AdamW(trainable, lr=1e-2)
     speech, lengths = speech_batch([8000, 12000])
     text = torch.tensor([[20, 21, 22], [23, 24, -1]])
@@ -108,7 +109,7 @@ def test_step_trains_only_the_adapter_and_loss_falls(model):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] * 0.8
-    assert weight.item() == 2 and set(stats) == {"loss", "acc", "ppl"}
+    assert weight.item() == 2 and set(stats) == {"loss", "lm_loss", "acc", "ppl"}
     for k, v in model.named_parameters():
         if not v.requires_grad:
             assert v.grad is None
@@ -117,7 +118,7 @@ def test_step_trains_only_the_adapter_and_loss_falls(model):
 
 def test_checkpoint_holds_only_the_adapter(model, tiny_whisper_dir, tiny_llm_dir):
     state = model.state_dict()
-    assert state and all(k.startswith("adapter.") for k in state)
+    assert state and all(k.startswith(("adapter.", "ctc_")) for k in state)
     encoder = WhisperSpeechEncoder(str(tiny_whisper_dir))
     llm = HFCausalLM(str(tiny_llm_dir), dtype="float32")
     adapter = ConvGLUAdapter(encoder.output_size(), llm.hidden_size(), bottleneck_dim=8)
@@ -224,6 +225,53 @@ def test_auxiliary_ctc_loss_trains_the_adapter(tiny_whisper_dir, tiny_llm_dir):
     assert all(p.grad is not None for p in model.adapter.parameters())
 
 
+def test_ctc_prealignment_trains_the_adapter_without_running_the_llm(
+    tiny_whisper_dir, tiny_llm_dir, monkeypatch
+):
+    model = build_model(tiny_whisper_dir, tiny_llm_dir, ctc_weight=1.0, ctc_negatives=20)
+    speech, lengths, text, text_lengths, transcript, tlen = aux_loss_batch()
+    monkeypatch.setattr(model.llm, "hidden_states", None)  # calling the LLM would fail
+    loss, stats, _ = model(speech, lengths, text, text_lengths, transcript, tlen)
+    assert set(stats) == {"ctc_loss", "loss"} and loss > 0
+    loss.backward()
+    assert all(p.grad is not None for p in model.adapter.parameters())
+    assert model.ctc_blank.grad is not None and model.ctc_scale.grad is not None
+
+
+def test_sampled_ctc_equals_full_vocabulary_ctc_over_the_sampled_tokens(tiny_whisper_dir, tiny_llm_dir):
+    """With every token sampled, the sampled softmax is the full one."""
+    model = build_model(tiny_whisper_dir, tiny_llm_dir, ctc_weight=1.0, ctc_negatives=0)
+    speech, lengths, _, _, transcript, tlen = aux_loss_batch()
+    frames = model.speech_frames(speech, lengths)
+    full = model.ctc_loss(frames, transcript, tlen)
+    model.ctc_negatives = 100 * model.llm.model.get_input_embeddings().weight.size(0)
+    torch.testing.assert_close(model.ctc_loss(frames, transcript, tlen), full)
+
+
+def test_ctc_compression_averages_runs_and_drops_blanks():
+    frames = torch.arange(7.0)[:, None].repeat(1, 2)
+    best = torch.tensor([0, 5, 5, 0, 5, 3, 3])  # blank, run of 5, blank, 5, run of 3
+    out = BLSPModel.compress(frames, best)
+    torch.testing.assert_close(out, torch.tensor([[1.5, 1.5], [4.0, 4.0], [5.5, 5.5]]))
+    torch.testing.assert_close(BLSPModel.compress(frames, torch.zeros(7, dtype=torch.long)), frames)
+
+
+def test_compressed_slots_follow_the_ctc_argmax(tiny_whisper_dir, tiny_llm_dir):
+    model = build_model(tiny_whisper_dir, tiny_llm_dir, ctc_compress=True)
+    speech, lengths = speech_batch([16000, 12000])
+    frames = model.speech_frames(speech, lengths)
+    # A blank that wins on the first frame (frames of equal norm) but not the second.
+    f0 = frames[0].detach()
+    model.ctc_blank.data = 1e3 * (f0[0] - f0[1])
+    slots = model.speech_slots(speech, lengths)
+    vocab = torch.arange(model.llm.model.get_input_embeddings().weight.size(0))
+    for i, (f, s) in enumerate(zip(frames, slots)):
+        best = model.ctc_logits(f, vocab).argmax(-1)
+        torch.testing.assert_close(s, BLSPModel.compress(f, best))
+        if i == 0:
+            assert best[0] == 0 and best[1] != 0 and s.size(0) < f.size(0)
+
+
 def test_distillation_loss_vanishes_when_speech_reads_as_the_transcript(
     tiny_whisper_dir, tiny_llm_dir, monkeypatch
 ):
@@ -237,7 +285,7 @@ def test_distillation_loss_vanishes_when_speech_reads_as_the_transcript(
 
     # A student whose slots are the transcript's own embeddings is the teacher.
     texts = [model.llm.tokenizer.decode(t[:n].tolist()) for t, n in zip(transcript, tlen.tolist())]
-    monkeypatch.setattr(model, "speech_slots", lambda *_: model.text_slots(texts, model.prompt))
+    monkeypatch.setattr(model, "to_slots", lambda _: model.text_slots(texts, model.prompt))
     _, stats, _ = model(speech, lengths, text, text_lengths, transcript, tlen)
     assert stats["kd_loss"].abs() < 1e-5
     with pytest.raises(ValueError, match="<= 1"):

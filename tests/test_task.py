@@ -46,12 +46,13 @@ def test_config_round_trip_and_checkpoint(tmp_path, tiny_whisper_dir, tiny_llm_d
     assert nll[0][0] > 0 and nll[0][1] >= 2
 
 
-def test_optimizer_gets_only_the_adapter(tmp_path, tiny_whisper_dir, tiny_llm_dir):
+def test_optimizer_gets_only_the_adapter_and_its_ctc_head(tmp_path, tiny_whisper_dir, tiny_llm_dir):
     args = parse(tiny_whisper_dir, tiny_llm_dir, tmp_path, "--optim", "adamw")
     model = BLSPTask.build_model(args)
     (optim,) = BLSPTask.build_optimizers(args, model)
     in_optim = {id(p) for g in optim.param_groups for p in g["params"]}
-    assert in_optim == {id(p) for p in model.adapter.parameters()}
+    head = [model.ctc_blank, model.ctc_scale]
+    assert in_optim == {id(p) for p in [*model.adapter.parameters(), *head]}
 
 
 def test_preprocess_tokenizes_target_and_rejects_empty(tmp_path, tiny_whisper_dir, tiny_llm_dir):

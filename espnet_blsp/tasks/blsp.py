@@ -156,7 +156,7 @@ class BLSPTask(AbsTask):
         )
         model = BLSPModel(encoder=encoder, adapter=adapter, llm=llm, **args.model_conf)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        logging.info(f"Trainable parameters: {trainable:,} (the adapter)")
+        logging.info(f"Trainable parameters: {trainable:,} (the adapter and its CTC head)")
         return model
 
     @classmethod
