@@ -12,21 +12,32 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SYNTH = REPO / "egs2/mini_librispeech_synth/blsp/local/synthesize.py"
 
-TRAIN_CONFIG = """\
+COMMON_CONFIG = """\
 encoder: precomputed
 speech_adapter: conv_glu
 speech_adapter_conf: {bottleneck_dim: 16}
 llm: hf_causal_lm
 llm_conf: {dtype: float32}
+num_workers: 0
+keep_nbest_models: 1
+best_model_criterion: [[valid, loss, min]]
+num_att_plot: 0
+"""
+PREALIGN_CONFIG = COMMON_CONFIG + """\
+model_conf: {ctc_weight: 1.0, ctc_negatives: 50}
+optim: adamw
+optim_conf: {lr: 0.01}
+max_epoch: 1
+batch_type: numel
+batch_bins: 4000
+"""
+TRAIN_CONFIG = COMMON_CONFIG + """\
+model_conf: {ctc_compress: true}
 optim: adamw
 optim_conf: {lr: 0.001}
 max_epoch: 2
 batch_type: numel
 batch_bins: 4000
-num_workers: 0
-keep_nbest_models: 1
-best_model_criterion: [[valid, loss, min]]
-num_att_plot: 0
 """
 CONTINUATION = """\
 batch_size: 4
@@ -56,6 +67,7 @@ def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
     shutil.copytree(REPO / "egs2", tmp_path / "egs2", symlinks=True)
     recipe = tmp_path / "egs2/librispeech/blsp"
     (recipe / "conf/train_tiny.yaml").write_text(TRAIN_CONFIG)
+    (recipe / "conf/prealign_tiny.yaml").write_text(PREALIGN_CONFIG)
     (recipe / "conf/continuation_tiny.yaml").write_text(CONTINUATION)
     env = dict(
         os.environ,
@@ -71,6 +83,7 @@ def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
         "--llm", str(tiny_llm_dir), "--whisper", str(tiny_whisper_dir),
         "--continuation_config", "conf/continuation_tiny.yaml",
         "--train_config", "conf/train_tiny.yaml",
+        "--prealign_config", "conf/prealign_tiny.yaml",
         "--eval_cascade", "false", "--nj", "2", "--python", sys.executable,
     ]
     run = subprocess.run(cmd, cwd=recipe, env=env, capture_output=True, text=True)
@@ -81,8 +94,11 @@ def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
     assert (data / "utt2gender").exists()
     cont = (recipe / "dump/raw/train_960/continuation").read_text().splitlines()
     assert len(cont) == 3
+    prealigned = recipe / "exp/blsp_prealign_tiny/valid.loss.best.pth"
+    assert "ctc_loss" in (prealigned.parent / "train.log").read_text()
     exp = recipe / "exp/blsp_train_tiny"
     assert (exp / "valid.loss.ave.pth").exists() and (exp / "2epoch.pth").exists()
+    assert f"Loading pretrained params from {prealigned.relative_to(recipe)}" in (exp / "train.log").read_text()
     results = (recipe / "RESULTS.md").read_text()
     for row in ("Text+LLM", "Untrained adapter", "BLSP (trained adapter)"):
         assert row in results

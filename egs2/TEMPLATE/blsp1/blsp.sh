@@ -32,6 +32,7 @@ whisper=
 continuation_config=conf/continuation.yaml
 train_config=conf/train_blsp.yaml
 train_args=
+prealign_config=     # if set, stage 6 first pre-aligns the adapter with it (e.g. CTC)
 use_encoder_dump=true  # cache the frozen encoder's frames once (stage 4)
 encoder_dump_dtype=float32
 blsp_tag=
@@ -50,7 +51,7 @@ Stages:
   3: BLSP step 1: the LLM continues each transcript -> ${dumpdir}/raw/<set>/continuation
   4: dump the frozen encoder's frames -> ${dumpdir}/encoder/<set>/feats.scp
   5: shape statistics (ESPnet collect_stats)
-  6: train the adapter (ESPnet trainer)
+  6: train the adapter (ESPnet trainer), after an optional pre-alignment
   7: decode test sets: continuation, zero-shot ASR, continuation loss
   8: score and write RESULTS.md
 
@@ -59,6 +60,7 @@ Options (default):
   --llm, --whisper: HF hub names or local dirs
   --continuation_config ($continuation_config) --train_config ($train_config)
   --train_args: extra arguments for espnet_blsp.bin.blsp_train
+  --prealign_config: a config (e.g. conf/prealign_ctc.yaml) whose model initialises BLSP training
   --use_encoder_dump ($use_encoder_dump) --inference_model ($inference_model)
   --eval_cascade ($eval_cascade) --eval_untrained ($eval_untrained)
 EOF2
@@ -172,7 +174,7 @@ encoder_args() {  # the encoder for training: Whisper itself, or its cached fram
 data_args() {  # <train|valid> <set>: targets first, so their keys drive the epoch
   echo "--${1}_data_path_and_name_and_type ${dumpdir}/raw/${2}/continuation,text,text"
   echo "--${1}_data_path_and_name_and_type ${speech_root}/${2}/${speech_scp},speech,${speech_type}"
-  # The transcript, used only by the optional CTC loss (model_conf.ctc_weight).
+  # The transcript, for the optional CTC and KD losses (model_conf.ctc_weight, kd_weight).
   echo "--${1}_data_path_and_name_and_type ${dumpdir}/raw/${2}/text,transcript,text"
 }
 
@@ -185,20 +187,35 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
       --output_dir "${stats_dir}" ${train_args}
 fi
 
-if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
-  log "Stage 6: train the adapter -> ${blsp_exp} (log: ${blsp_exp}/train.log)"
-  mkdir -p "${blsp_exp}"
-  ddp_args=""  # ESPnet's DDP: one process per GPU on this node
+# Trains a model with ESPnet's trainer (resuming an unfinished run).
+#   train <config> <exp dir> [blsp_train args]...
+train() {
+  local config=$1 dir=$2
+  shift 2
+  mkdir -p "${dir}"
+  local ddp_args=""  # ESPnet's DDP: one process per GPU on this node
   [ "${ngpu}" -gt 1 ] && ddp_args="--multiprocessing_distributed true"
-  OMP_NUM_THREADS=${train_threads} ${cuda_cmd} --gpu "${ngpu}" --num_threads "${train_threads}" "${blsp_exp}/train.log" \
+  OMP_NUM_THREADS=${train_threads} ${cuda_cmd} --gpu "${ngpu}" --num_threads "${train_threads}" "${dir}/train.log" \
     ${python} -m espnet_blsp.bin.blsp_train --ngpu "${ngpu}" \
-      --config "${train_config}" $(encoder_args) --llm_conf model_name_or_path="${llm}" \
+      --config "${config}" $(encoder_args) --llm_conf model_name_or_path="${llm}" \
       $(data_args train "${train_set}") $(data_args valid "${valid_set}") \
       --train_shape_file "${stats_dir}/train/text_shape" \
       --train_shape_file "${stats_dir}/train/speech_shape" \
       --valid_shape_file "${stats_dir}/valid/text_shape" \
       --valid_shape_file "${stats_dir}/valid/speech_shape" \
-      --resume true --output_dir "${blsp_exp}" ${ddp_args} ${train_args}
+      --resume true --output_dir "${dir}" ${ddp_args} "$@" ${train_args}
+}
+
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+  init_args=()
+  if [ -n "${prealign_config}" ]; then
+    prealign_exp=${expdir}/blsp_$(basename "${prealign_config}" .yaml)
+    log "Stage 6: pre-align the adapter -> ${prealign_exp} (log: ${prealign_exp}/train.log)"
+    train "${prealign_config}" "${prealign_exp}"
+    init_args=(--init_param "${prealign_exp}/valid.loss.best.pth")
+  fi
+  log "Stage 6: train the adapter -> ${blsp_exp} (log: ${blsp_exp}/train.log)"
+  train "${train_config}" "${blsp_exp}" "${init_args[@]}"
 fi
 
 # One system on one test set: its continuations, zero-shot transcripts and

@@ -14,6 +14,7 @@ local/prepare_models.sh "${models}"
   --llm "${models}/smollm2-135m-instruct" \
   --whisper "${models}/whisper-tiny.en" \
   --continuation_config conf/continuation.yaml \
+  --prealign_config conf/prealign_ctc.yaml \
   --train_config conf/train_blsp.yaml \
   --nj 2 --ngpu 0 --train_threads 2 \
   --encoder_dump_dtype bfloat16 \
