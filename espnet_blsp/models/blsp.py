@@ -78,7 +78,7 @@ class BLSPModel(AbsESPnetModel):
         self.kd_weight = kd_weight
         self.lm_weight = round(1 - ctc_weight - kd_weight, 6)
         self.ctc_compress = ctc_compress
-        # The CTC head is always there (577 numbers), so a pre-aligned model
+        # The CTC head is always there (hidden size + 1 numbers), so a pre-aligned model
         # initialises any BLSP model. The blank gets its own learned vector
         # (not an LLM token the LLM would read), and a learned logit scale
         # lets the posteriors sharpen without inflating the speech embeddings.
@@ -113,7 +113,8 @@ class BLSPModel(AbsESPnetModel):
         if not self.ctc_compress:
             return frames
         with torch.no_grad():
-            # The argmax only, over the whole vocabulary: the table's dtype will do.
+            # Only the argmax, over the whole vocabulary: the table's dtype will
+            # do, and the (positive) logit scale cannot change it.
             table = self.llm.model.get_input_embeddings().weight
             x = torch.cat(frames).to(table.dtype)
             tokens = (x @ table.t()).float().max(-1)

@@ -275,6 +275,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     echo
     echo "- recipe: egs2/$(basename "$(cd .. && pwd)")/$(basename "$PWD"), $(date '+%Y-%m-%d')"
     echo "- LLM: ${llm}; speech encoder: ${whisper}; config: ${train_config}; model: ${inference_model}"
+    [ -z "${prealign_config}" ] || echo "- the adapter started from its pre-alignment with ${prealign_config}"
     echo "- continuation agreement is against the Text+LLM continuation (so Text+LLM is 100 by construction);"
     echo "  WER after Whisper's English normaliser; loss = mean per-token NLL of the Text+LLM continuation."
     echo
