@@ -41,12 +41,14 @@ def test_score_system_and_table(tmp_path):
     write_kv(sys_dir / "asr_text", [("u1", "Hello, world!"), ("u2", "the cat sat on")])
     write_kv(sys_dir / "continuation", [("u1", "It was a sunny day."), ("u2", "")])
     write_kv(sys_dir / "nll", [("u1", "3.0 2"), ("u2", "1.0 2")])
+    write_kv(sys_dir / "nll_other", [("u1", "7.0 2"), ("u2", "3.0 2")])
     s = score_system(sys_dir, tmp_path / "text", tmp_path / "cont")
     assert s["asr_wer"] == pytest.approx(100 * 1 / 5)  # normalised: one insertion
     assert 0 < s["cont_chrf"] < 100 and s["cont_nll"] == pytest.approx(1.0)
+    assert s["input_gain"] == pytest.approx(1.5)  # 2.5 with another's input
     (sys_dir / "score.json").write_text(json.dumps(s))
     table = results_table(tmp_path / "eval")
-    assert "| BLSP (trained adapter) | " in table and "20.00" in table
+    assert "| BLSP (trained adapter) | " in table and "| 20.00 | 1.00 | 1.50 |" in table
 
 
 def test_missing_hypothesis_is_named(tmp_path):

@@ -59,6 +59,28 @@ def test_score_text_writes_nll_per_utterance(tmp_path, llm):
         assert float(nll) > 0 and int(n) > 1
 
 
+def test_evaluate_scores_each_continuation_after_another_utterances_input(tmp_path, tiny_llm_dir):
+    """With one transcript for all, the next utterance's continuation after
+    this input is scored exactly as after its own."""
+    from espnet_blsp.bin.evaluate import main
+
+    keys = ["u1", "u2", "u3"]
+    (tmp_path / "text").write_text("".join(f"{k} THE QUICK BROWN FOX\n" for k in keys))
+    conts = {"u1": "jumps over the dog", "u2": "runs away", "u3": "sleeps all day long now"}
+    (tmp_path / "cont").write_text("".join(f"{k} {v}\n" for k, v in conts.items()))
+    (tmp_path / "gen.yaml").write_text("batch_size: 2\ndtype: float32\ngenerate: {max_new_tokens: 3}\n")
+    out = tmp_path / "out"
+    main([
+        "--out_dir", str(out), "--keys", str(tmp_path / "cont"), "--ref_continuation", str(tmp_path / "cont"),
+        "--text", str(tmp_path / "text"), "--llm", str(tiny_llm_dir), "--continuation_from", str(tmp_path / "cont"),
+        "--config", str(tmp_path / "gen.yaml"),
+    ])
+    own = {k: v.split() for k, v in (line.split(" ", 1) for line in lines(out / "nll"))}
+    other = {k: v.split() for k, v in (line.split(" ", 1) for line in lines(out / "nll_other"))}
+    assert other["u1"] == own["u2"] and other["u2"] == own["u3"] and other["u3"] == own["u1"]
+    assert own["u1"] != own["u2"]
+
+
 def test_sentence_case():
     assert sentence_case("THE QUICK FOX") == "The quick fox"
     assert sentence_case("Already fine") == "Already fine"

@@ -1,9 +1,11 @@
 """Recipe stage 7: one system's answers on (a split of) a test set.
 
 Writes ``<out_dir>/continuation`` (the continuation instruction),
-``<out_dir>/asr_text`` (a transcription instruction) and ``<out_dir>/nll``
-(the teacher-forced loss of the Text+LLM continuation), loading the model
-once. The LLM either reads text (``--text``: the reference transcript, or a
+``<out_dir>/asr_text`` (a transcription instruction), ``<out_dir>/nll``
+(the teacher-forced loss of the Text+LLM continuation) and
+``<out_dir>/nll_other`` (the same loss given the input of the next
+utterance in ``--keys``, cyclically: what the input is worth), loading the
+model once. The LLM either reads text (``--text``: the reference transcript, or a
 Whisper transcript for the cascade) or hears speech (``--speech`` with a
 trained or untrained BLSP model)::
 
@@ -95,6 +97,11 @@ def main(cmd: Optional[List[str]] = None):
         run(args.out_dir / "continuation", instruction)
     run(args.out_dir / "asr_text", args.asr_instruction)
     run(args.out_dir / "nll", instruction, args.ref_continuation)
+    # Each input now meets the next utterance's continuation (same texts, same tokens).
+    refs = dict(read_kv(args.ref_continuation))
+    others = args.out_dir / ".other_continuation"
+    write_kv(others, [(k, refs[nxt]) for k, nxt in zip(keys, keys[1:] + keys[:1]) if nxt in refs])
+    run(args.out_dir / "nll_other", instruction, others)
 
 
 if __name__ == "__main__":

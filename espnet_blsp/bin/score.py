@@ -3,10 +3,11 @@
 ``python -m espnet_blsp.bin.score --ref_text dump/raw/test/text \\
     --ref_continuation dump/raw/test/continuation --sys_dir exp/eval/test/blsp``
 
-reads ``<sys_dir>/{continuation,asr_text,nll}`` (whichever exist) and writes
-``<sys_dir>/score.json``: continuation agreement (sacrebleu chrF, BLEU),
-zero-shot ASR WER (Whisper's English normaliser, then jiwer) and the mean
-per-token loss of the reference continuation.
+reads ``<sys_dir>/{continuation,asr_text,nll,nll_other}`` (whichever exist)
+and writes ``<sys_dir>/score.json``: continuation agreement (sacrebleu chrF,
+BLEU), zero-shot ASR WER (Whisper's English normaliser, then jiwer), the mean
+per-token loss of the reference continuation, and how much lower that loss is
+with the utterance's own input than with another's.
 
 ``python -m espnet_blsp.bin.score --results exp/eval --out RESULTS.md`` makes
 the table.
@@ -71,12 +72,20 @@ def score_system(
         scores["asr_wer"] = 100 * jiwer.wer(refs, hyps)
         scores["num_utts"] = len(refs)
     if (sys_dir / "nll").exists():
-        total = count = 0.0
-        for _, value in read_kv(sys_dir / "nll"):
-            s, n = value.split()
-            total, count = total + float(s), count + int(n)
-        scores["cont_nll"] = total / max(count, 1)
+        scores["cont_nll"] = mean_nll(sys_dir / "nll")
+        if (sys_dir / "nll_other").exists():
+            scores["input_gain"] = mean_nll(sys_dir / "nll_other") - scores["cont_nll"]
     return scores
+
+
+@typechecked
+def mean_nll(path: Path) -> float:
+    """Mean per-token NLL from ``uttid summed_nll num_tokens`` lines."""
+    total = count = 0.0
+    for _, value in read_kv(path):
+        s, n = value.split()
+        total, count = total + float(s), count + int(n)
+    return total / max(count, 1)
 
 
 @typechecked
@@ -91,13 +100,17 @@ def results_table(results_dir: Path) -> str:
         lines += [
             f"### {set_dir.name} ({n} utterances)",
             "",
-            "| system | continuation chrF ↑ | continuation BLEU ↑ | ASR WER % ↓ | continuation loss ↓ |",
-            "|---|---|---|---|---|",
+            "| system | continuation chrF ↑ | continuation BLEU ↑ | ASR WER % ↓ | continuation loss ↓ "
+            "| loss drop from own input ↑ |",
+            "|---|---|---|---|---|---|",
         ]
         order = [s for s in ROW_ORDER if s in systems] + sorted(set(systems) - set(ROW_ORDER))
         for name in order:
             s = systems[name]
-            cells = [f"{s[k]:.2f}" if k in s else "–" for k in ("cont_chrf", "cont_bleu", "asr_wer", "cont_nll")]
+            cells = [
+                f"{s[k]:.2f}" if k in s else "–"
+                for k in ("cont_chrf", "cont_bleu", "asr_wer", "cont_nll", "input_gain")
+            ]
             lines.append(f"| {ROW_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -99,7 +99,10 @@ def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
     exp = recipe / "exp/blsp_train_tiny"
     assert (exp / "valid.loss.ave.pth").exists() and (exp / "2epoch.pth").exists()
     assert f"Loading pretrained params from {prealigned.relative_to(recipe)}" in (exp / "train.log").read_text()
+    n_test = (recipe / "dump/raw/test_clean/continuation").read_text().count("\n")
+    assert (exp / "eval/test_clean/blsp/nll_other").read_text().count("\n") == n_test
     results = (recipe / "RESULTS.md").read_text()
+    assert "loss drop from own input" in results
     for row in ("Text+LLM", "Untrained adapter", "BLSP (trained adapter)"):
         assert row in results
     # A rerun of a finished stage does no work and keeps the outputs.

@@ -219,7 +219,8 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
 fi
 
 # One system on one test set: its continuations, zero-shot transcripts and
-# the loss of the Text+LLM continuation (espnet_blsp.bin.evaluate).
+# the loss of the Text+LLM continuation given its own input and another
+# utterance's (espnet_blsp.bin.evaluate).
 #   evaluate <system dir> <set> <how the LLM gets its input>
 evaluate() {
   local sd=$1 dset=$2 input=$3
@@ -230,7 +231,7 @@ evaluate() {
   printf -v instruction '%q' "${asr_instruction}"  # run.pl runs the command with bash -c
   run_split "${ref}" "${sd}" eval \
     "${python} -m espnet_blsp.bin.evaluate --keys @IN@ --out_dir @OUT@ --ref_continuation ${ref} --asr_instruction ${instruction} --config ${continuation_config} --num_threads ${num_threads} ${input}" \
-    continuation asr_text nll
+    continuation asr_text nll nll_other
   touch "${sd}/.done"
 }
 
@@ -277,7 +278,9 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     echo "- LLM: ${llm}; speech encoder: ${whisper}; config: ${train_config}; model: ${inference_model}"
     [ -z "${prealign_config}" ] || echo "- the adapter started from its pre-alignment with ${prealign_config}"
     echo "- continuation agreement is against the Text+LLM continuation (so Text+LLM is 100 by construction);"
-    echo "  WER after Whisper's English normaliser; loss = mean per-token NLL of the Text+LLM continuation."
+    echo "  WER after Whisper's English normaliser; loss = mean per-token NLL of the Text+LLM continuation;"
+    echo "  loss drop = that loss given another utterance's input (the next one in its decoding job) minus"
+    echo "  the loss given its own: what the LLM takes from the speech (or text) it gets."
     echo
     ${python} -m espnet_blsp.bin.score --results "${eval_dir}"
   } > RESULTS.md.tmp
