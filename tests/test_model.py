@@ -244,7 +244,7 @@ def test_sampled_ctc_equals_full_vocabulary_ctc_over_the_sampled_tokens(tiny_whi
     speech, lengths, _, _, transcript, tlen = aux_loss_batch()
     frames = model.speech_frames(speech, lengths)
     full = model.ctc_loss(frames, transcript, tlen)
-    model.ctc_negatives = 100 * model.llm.model.get_input_embeddings().weight.size(0)
+    model.ctc_negatives = 100 * model.llm.embedding_table().size(0)
     torch.testing.assert_close(model.ctc_loss(frames, transcript, tlen), full)
 
 
@@ -264,7 +264,7 @@ def test_compressed_slots_follow_the_ctc_argmax(tiny_whisper_dir, tiny_llm_dir):
     f0 = frames[0].detach()
     model.ctc_blank.data = 1e3 * (f0[0] - f0[1])
     slots = model.speech_slots(speech, lengths)
-    vocab = torch.arange(model.llm.model.get_input_embeddings().weight.size(0))
+    vocab = torch.arange(model.llm.embedding_table().size(0))
     for i, (f, s) in enumerate(zip(frames, slots)):
         best = model.ctc_logits(f, vocab).argmax(-1)
         torch.testing.assert_close(s, BLSPModel.compress(f, best))

@@ -28,6 +28,14 @@ class AbsLLM(torch.nn.Module, ABC):
         """Token ids -> input embeddings."""
 
     @abstractmethod
+    def embedding_table(self) -> torch.Tensor:
+        """The (vocabulary, D) input embedding matrix."""
+
+    def embedding_std(self) -> float:
+        """Standard deviation of the token embeddings' entries."""
+        return self.embedding_table().float().std().item()
+
+    @abstractmethod
     def hidden_states(
         self,
         inputs_embeds: torch.Tensor,

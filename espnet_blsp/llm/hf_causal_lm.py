@@ -54,11 +54,10 @@ class HFCausalLM(AbsLLM, FrozenModule):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.get_input_embeddings().weight.dtype
+        return self.embedding_table().dtype
 
-    def embedding_std(self) -> float:
-        """Standard deviation of the token embeddings' entries."""
-        return self.model.get_input_embeddings().weight.float().std().item()
+    def embedding_table(self) -> torch.Tensor:
+        return self.model.get_input_embeddings().weight
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)

@@ -82,9 +82,8 @@ class BLSPModel(AbsESPnetModel):
         # initialises any BLSP model. The blank gets its own learned vector
         # (not an LLM token the LLM would read), and a learned logit scale
         # lets the posteriors sharpen without inflating the speech embeddings.
-        embeddings = llm.model.get_input_embeddings().weight
-        self.ctc_blank = torch.nn.Parameter(torch.zeros(embeddings.size(1)))
-        self.ctc_scale = torch.nn.Parameter(1 / embeddings.float().std().detach())
+        self.ctc_blank = torch.nn.Parameter(torch.zeros(llm.hidden_size()))
+        self.ctc_scale = torch.nn.Parameter(torch.tensor(1 / llm.embedding_std()))
         self.extract_feats_in_collect_stats = extract_feats_in_collect_stats
         frozen_state_dict_hooks(self)
 
@@ -115,7 +114,7 @@ class BLSPModel(AbsESPnetModel):
         with torch.no_grad():
             # Only the argmax, over the whole vocabulary: the table's dtype will
             # do, and the (positive) logit scale cannot change it.
-            table = self.llm.model.get_input_embeddings().weight
+            table = self.llm.embedding_table()
             x = torch.cat(frames).to(table.dtype)
             tokens = (x @ table.t()).float().max(-1)
             blank = (x.float() @ self.ctc_blank.float()) > tokens.values
@@ -125,7 +124,7 @@ class BLSPModel(AbsESPnetModel):
     def ctc_logits(self, x: torch.Tensor, vocab: torch.Tensor) -> torch.Tensor:
         """CTC logits of speech embeddings ``x`` (..., D): column 0 is the
         blank, column 1 + i the token ``vocab[i]``."""
-        table = self.llm.model.get_input_embeddings().weight[vocab]
+        table = self.llm.embedding_table()[vocab]
         rows = torch.cat([self.ctc_blank[None], table.to(self.ctc_blank.dtype)])
         return self.ctc_scale * (x.to(rows.dtype) @ rows.t())
 
@@ -202,7 +201,7 @@ class BLSPModel(AbsESPnetModel):
         their scaled dot products with the LLM's (frozen) token embeddings,
         over the batch's tokens and ``ctc_negatives`` random others."""
         tokens = torch.cat([t[:n] for t, n in zip(transcript, lengths.tolist())])
-        size = self.llm.model.get_input_embeddings().weight.size(0)
+        size = self.llm.embedding_table().size(0)
         if self.ctc_negatives > 0:
             negatives = torch.randint(size, (self.ctc_negatives,), device=tokens.device)
             vocab = torch.unique(torch.cat([tokens, negatives]))  # sorted
