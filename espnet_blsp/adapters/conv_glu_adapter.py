@@ -1,6 +1,6 @@
 """The BLSP modality adapter (arXiv 2309.00916, section 3)."""
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from typeguard import typechecked
@@ -19,6 +19,8 @@ class ConvGLUAdapter(AbsAdapter):
     Args:
         input_size: Encoder output width.
         output_size: LLM hidden size.
+        input_layers: How many encoder layers ``input_size`` concatenates.
+            Ignored: the convs read the concatenation as one stream.
         num_conv_layers: Number of stride-2 conv blocks.
         kernel_size: Conv kernel width.
         bottleneck_dim: Hidden width of the residual bottleneck.
@@ -32,6 +34,7 @@ class ConvGLUAdapter(AbsAdapter):
         self,
         input_size: int,
         output_size: int,
+        input_layers: int = 1,
         num_conv_layers: int = 3,
         kernel_size: int = 5,
         bottleneck_dim: int = 512,
@@ -65,7 +68,10 @@ class ConvGLUAdapter(AbsAdapter):
         return self._output_size
 
     def forward(
-        self, feats: torch.Tensor, feats_lengths: torch.Tensor
+        self,
+        feats: torch.Tensor,
+        feats_lengths: torch.Tensor,
+        target_lengths: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         x = feats.transpose(1, 2)
         lengths = feats_lengths

@@ -1,0 +1,1 @@
+"""Losses other than the LLM's own LM loss."""
