@@ -1,13 +1,17 @@
-"""Interface of the frozen LLM the speech is fed into."""
+"""Interface of the (frozen, or LoRA-adapted) LLM the speech is fed into."""
 
 from abc import ABC, abstractmethod
-from typing import List, Sequence
+from contextlib import nullcontext
+from typing import ContextManager, List, Sequence
 
 import torch
 
 
 class AbsLLM(torch.nn.Module, ABC):
-    """A frozen causal LM that reads input embeddings.
+    """A pretrained causal LM that reads input embeddings.
+
+    Its pretrained weights are frozen; an implementation may add trainable
+    weights (LoRA), which :meth:`pretrained` switches off.
 
     Attributes:
         tokenizer: Its HF tokenizer (also builds the prompt).
@@ -34,6 +38,14 @@ class AbsLLM(torch.nn.Module, ABC):
     def embedding_std(self) -> float:
         """Standard deviation of the token embeddings' entries."""
         return self.embedding_table().float().std().item()
+
+    def pretrained(self) -> ContextManager:
+        """Context in which the LLM computes as the pretrained model, any
+        trainable additions (LoRA) off: e.g. a distillation teacher.
+
+        ``with llm.pretrained(): ...``; nothing to switch off by default.
+        """
+        return nullcontext()
 
     @abstractmethod
     def hidden_states(

@@ -1,6 +1,7 @@
-"""Any HF ``AutoModelForCausalLM``, frozen, as the BLSP language model."""
+"""Any HF ``AutoModelForCausalLM``, frozen (optionally with LoRA), as the BLSP language model."""
 
-from typing import List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from typeguard import typechecked
@@ -8,9 +9,17 @@ from typeguard import typechecked
 from espnet_blsp.llm.abs_llm import AbsLLM
 from espnet_blsp.utils.frozen import FrozenModule
 
+LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+
 
 class HFCausalLM(AbsLLM, FrozenModule):
-    """A frozen HF causal LM and its tokenizer.
+    """A frozen HF causal LM and its tokenizer, optionally with LoRA.
+
+    With ``lora`` the model is wrapped by peft: the pretrained weights stay
+    frozen in ``dtype`` and the LoRA weights train in float32 (bf16 weights
+    lose AdamW's small updates). The frozen base always runs in eval mode
+    (no dropout: it behaves as pretrained); only LoRA's dropout follows
+    ``train()``/``eval()``.
 
     Args:
         model_name_or_path: HF hub name or local checkpoint dir.
@@ -18,6 +27,11 @@ class HFCausalLM(AbsLLM, FrozenModule):
             faster than float32 on recent CPUs and halves memory.
         gguf_file: Optional GGUF file name inside ``model_name_or_path``.
         attn_implementation: Passed to transformers ("sdpa", "eager", ...).
+        lora: LoRA on the LLM, e.g. ``{r: 8, alpha: 16, dropout: 0.05,
+            target_modules: [q_proj, v_proj]}`` (these are the defaults of
+            missing keys; ``{}`` takes them all). ``target_modules`` is a list
+            of module name suffixes, a regex or "all-linear", as in peft.
+            None: no LoRA, the LLM is wholly frozen.
     """
 
     @typechecked
@@ -27,9 +41,12 @@ class HFCausalLM(AbsLLM, FrozenModule):
         dtype: str = "bfloat16",
         gguf_file: Optional[str] = None,
         attn_implementation: str = "sdpa",
+        lora: Optional[Dict] = None,
     ):
         super().__init__()
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.lora = None if lora is None else lora_config(lora)
 
         extra = {"gguf_file": gguf_file} if gguf_file else {}
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **extra)
@@ -46,21 +63,53 @@ class HFCausalLM(AbsLLM, FrozenModule):
         # PyTorch's bf16 CPU matmul is ~200x slower (measured 2.9 s instead of
         # 15 ms for 32 rows of SmolLM2): hand it a contiguous copy.
         self.model.get_output_embeddings().register_forward_pre_hook(_contiguous_input)
-        self._prefix_kv = {}  # prompt prefix -> per-layer (keys, values)
+        self._prefix_kv = {}  # (prompt prefix, device, adapters on) -> per-layer (keys, values)
+        # Loaded weights (e.g. trained LoRA for inference) make cached keys stale.
+        self.register_load_state_dict_post_hook(_forget_prefixes)
+        self._adapters_off = False  # inside pretrained()
         self.freeze()
+        if self.lora is not None:
+            self.model = _with_lora(self.model, self.lora)
+
+    def hf_model(self) -> torch.nn.Module:
+        """The HF causal LM itself (with LoRA layers in place, if any)."""
+        return self.model.get_base_model() if self.lora is not None else self.model
 
     def hidden_size(self) -> int:
-        return self.model.config.hidden_size
+        return self.hf_model().config.hidden_size
 
     @property
     def dtype(self) -> torch.dtype:
         return self.embedding_table().dtype
 
     def embedding_table(self) -> torch.Tensor:
-        return self.model.get_input_embeddings().weight
+        return self.hf_model().get_input_embeddings().weight
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.get_input_embeddings()(ids)
+        return self.hf_model().get_input_embeddings()(ids)
+
+    def train(self, mode: bool = True) -> "HFCausalLM":
+        super().train(mode)  # FrozenModule: all in eval mode
+        if self.lora is not None:
+            from peft.tuners.lora import LoraLayer
+
+            for m in self.modules():
+                if isinstance(m, LoraLayer):
+                    m.lora_dropout.train(mode)
+        return self
+
+    @contextmanager
+    def pretrained(self) -> Iterator[None]:
+        """LoRA disabled: the LLM computes as the pretrained model."""
+        if self.lora is None or self._adapters_off:
+            yield
+            return
+        with self.model.disable_adapter():
+            self._adapters_off = True
+            try:
+                yield
+            finally:
+                self._adapters_off = False
 
     def hidden_states(
         self,
@@ -74,7 +123,7 @@ class HFCausalLM(AbsLLM, FrozenModule):
             past, attention_mask = self._after_prefix(prefix, attention_mask)
         # The body alone: the vocabulary projection is applied only where a
         # loss is taken, which saves a large matmul per padded position.
-        out = self.model.base_model(
+        out = self._body()(
             inputs_embeds=inputs_embeds.to(self.dtype),
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -83,37 +132,59 @@ class HFCausalLM(AbsLLM, FrozenModule):
         )
         return out.last_hidden_state
 
+    def _body(self) -> torch.nn.Module:
+        """The transformer without its vocabulary projection (HF's
+        ``base_model``; under peft ``self.model.base_model`` is the LoRA
+        wrapper, hence through :meth:`hf_model`)."""
+        return self.hf_model().base_model
+
     def _after_prefix(self, prefix: Sequence[int], attention_mask: torch.Tensor):
-        """The prefix's cached keys/values for the batch, and the batch's mask
+        """The prefix's keys/values for the batch, and the batch's mask
         extended over the prefix."""
         batch_size = attention_mask.size(0)
         ones = attention_mask.new_ones(batch_size, len(prefix))
         return self._prefix_cache(tuple(prefix), batch_size), torch.cat([ones, attention_mask], dim=1)
 
     def _prefix_cache(self, prefix: Tuple[int, ...], batch_size: int):
-        """Keys and values of a shared prompt prefix, computed once.
+        """Keys and values of a shared prompt prefix.
 
-        The LLM is frozen and nothing trainable comes before the speech, so
-        the prefix's keys and values never change and carry no gradient.
+        While no LLM weight requires grad, the prefix's keys and values do not
+        change (until weights are loaded): they are computed once, without
+        gradient. While LLM weights train (LoRA), they change at every step
+        and carry gradient, so they are recomputed at every call.
         """
         from transformers import DynamicCache
 
-        device = self.get_device()
-        key = (prefix, device)
-        if key not in self._prefix_kv:
-            with torch.no_grad():
-                ids = torch.tensor([prefix], device=device)
-                out = self.model.base_model(input_ids=ids, use_cache=True)
-            self._prefix_kv[key] = [(k, v) for k, v, *_ in out.past_key_values]
+        if self._weights_train():
+            kv = self._prefix_kv_now(prefix)
+        else:
+            key = (prefix, self.get_device(), not self._adapters_off)
+            if key not in self._prefix_kv:
+                with torch.no_grad():
+                    self._prefix_kv[key] = self._prefix_kv_now(prefix)
+            kv = self._prefix_kv[key]
         # The config keeps each layer's kind (full or sliding-window attention).
         return DynamicCache(
-            [(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1))
-             for k, v in self._prefix_kv[key]],
-            config=self.model.config,
+            [(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in kv],
+            config=self.hf_model().config,
+        )
+
+    def _prefix_kv_now(self, prefix: Tuple[int, ...]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        ids = torch.tensor([prefix], device=self.get_device())
+        out = self._body()(input_ids=ids, use_cache=True)
+        return [(k, v) for k, v, *_ in out.past_key_values]
+
+    def _weights_train(self) -> bool:
+        """Whether any weight the LLM computes with requires grad (LoRA's do
+        not count inside :meth:`pretrained`, where they are not used)."""
+        return any(
+            p.requires_grad
+            for n, p in self.named_parameters()
+            if not (self._adapters_off and ".lora_" in n)
         )
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.model.get_output_embeddings()(hidden).float()
+        return self.hf_model().get_output_embeddings()(hidden).float()
 
     @torch.no_grad()
     def generate(
@@ -131,13 +202,44 @@ class HFCausalLM(AbsLLM, FrozenModule):
             head = self.embed(torch.tensor(prefix, device=inputs_embeds.device))
             inputs_embeds = torch.cat([head.expand(inputs_embeds.size(0), -1, -1), inputs_embeds], dim=1)
             kwargs["past_key_values"], attention_mask = self._after_prefix(prefix, attention_mask)
-        out = self.model.generate(
+        # The HF model's own generate: its LoRA layers are in place, and peft's
+        # wrapper would only add prompt-learning input handling.
+        out = self.hf_model().generate(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             pad_token_id=self.tokenizer.pad_token_id,
             **kwargs,
         )
         return [strip_after_eos(row.tolist(), kwargs.get("eos_token_id")) for row in out]
+
+
+@typechecked
+def lora_config(conf: Dict) -> Dict:
+    """``llm_conf.lora`` with defaults filled in; unknown keys are an error."""
+    unknown = set(conf) - set(LORA_DEFAULTS)
+    if unknown:
+        raise ValueError(f"Unknown llm_conf.lora keys {sorted(unknown)}; allowed: {sorted(LORA_DEFAULTS)}")
+    return {**LORA_DEFAULTS, **conf}
+
+
+def _with_lora(model: torch.nn.Module, conf: Dict) -> torch.nn.Module:
+    """``model`` wrapped by peft with trainable float32 LoRA weights."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=conf["r"],
+        lora_alpha=conf["alpha"],
+        lora_dropout=conf["dropout"],
+        target_modules=conf["target_modules"],
+        task_type="CAUSAL_LM",
+    )
+    # peft freezes the rest and (autocast_adapter_dtype) makes 16-bit LoRA
+    # weights float32; FrozenModule keeps them so under the trainer's cast.
+    return get_peft_model(model, config)
+
+
+def _forget_prefixes(llm: HFCausalLM, incompatible_keys) -> None:
+    llm._prefix_kv.clear()
 
 
 def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
