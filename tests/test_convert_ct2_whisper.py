@@ -14,7 +14,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ctranslate2 = pytest.importorskip("ctranslate2")
 torch = pytest.importorskip("torch")
 
-from espnet_blsp.bin import convert_ct2_whisper as conv  # noqa: E402
+from espnet_blsp.convert import ct2_whisper as conv  # noqa: E402
+from espnet_blsp.convert.common import ConversionError, is_complete  # noqa: E402
+from espnet_blsp.convert.ct2_model_bin import read_ct2_model_bin  # noqa: E402
+from espnet_blsp.convert.ct2_whisper_weights import (  # noqa: E402
+    ct2_to_hf_state_dict,
+    infer_whisper_dims,
+)
 
 SPECIALS = [
     "<|endoftext|>",
@@ -113,7 +119,7 @@ def test_round_trip_tiny_random(tmp_path, quantization):
     assert ct2_config["suppress_ids"] == [3, 4]
 
     conv.main(["--ct2_dir", str(ct2_dir), "--out_dir", str(out)])
-    assert conv.is_complete(out) and not (tmp_path / "out.tmp").exists()
+    assert is_complete(out) and not (tmp_path / "out.tmp").exists()
     back = WhisperForConditionalGeneration.from_pretrained(out).eval()
     ref, got = model.state_dict(), back.state_dict()
     assert set(ref) == set(got)
@@ -151,30 +157,30 @@ def test_mapping_fails_loudly_naming_the_variable(tmp_path):
 
     ct2_dir = tmp_path / "ct2"
     _make_tiny_ct2(tmp_path / "hf", ct2_dir)
-    model = conv.read_ct2_model_bin(ct2_dir / "model.bin")
-    dims = conv.infer_whisper_dims(model)
+    model = read_ct2_model_bin(ct2_dir / "model.bin")
+    dims = infer_whisper_dims(model)
     assert dims["encoder_attention_heads"] == 2 and dims["vocab_size"] > 300
     from transformers import WhisperConfig
 
     with torch.device("meta"):
         hf = WhisperForConditionalGeneration(WhisperConfig(**dims, pad_token_id=0))
     shapes = {k: tuple(v.shape) for k, v in hf.state_dict().items()}
-    conv.ct2_to_hf_state_dict(model, shapes)  # the untouched model maps fine
+    ct2_to_hf_state_dict(model, shapes)  # the untouched model maps fine
 
     extra = "encoder/layer_0/ffn/linear_2/weight"
     model.variables[extra] = np.zeros((16, 16), np.float32)
     model.torch_dtypes[extra] = "float32"
-    with pytest.raises(conv.ConversionError, match=extra):
-        conv.ct2_to_hf_state_dict(model, shapes)
+    with pytest.raises(ConversionError, match=extra):
+        ct2_to_hf_state_dict(model, shapes)
     del model.variables[extra]
 
     gone = "decoder/layer_0/attention/linear_2/bias"
     kept = model.variables.pop(gone)
-    with pytest.raises(conv.ConversionError, match=gone):
-        conv.ct2_to_hf_state_dict(model, shapes)
+    with pytest.raises(ConversionError, match=gone):
+        ct2_to_hf_state_dict(model, shapes)
     model.variables[gone] = kept[:8]
-    with pytest.raises(conv.ConversionError, match="encoder_attn.out_proj.bias"):
-        conv.ct2_to_hf_state_dict(model, shapes)
+    with pytest.raises(ConversionError, match="encoder_attn.out_proj.bias"):
+        ct2_to_hf_state_dict(model, shapes)
 
 
 def _have_real_model() -> bool:

@@ -14,7 +14,13 @@ gguf = pytest.importorskip("gguf")
 
 import tiny_models  # noqa: E402  (tests/ is on sys.path via conftest)
 
-from espnet_blsp.bin import convert_gguf_llm as conv  # noqa: E402
+from espnet_blsp.convert import gguf_llm as conv  # noqa: E402
+from espnet_blsp.convert.common import (  # noqa: E402
+    DONE_MARKER,
+    ConversionError,
+    check_reload,
+    is_complete,
+)
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -115,7 +121,8 @@ def test_tiny_gguf_round_trip(tmp_path):
     original, tok = _write_tiny_gguf(path)
     out = tmp_path / "out"
     conv.main(["--gguf", str(path), "--out_dir", str(out), "--dtype", "float32"])
-    assert conv.is_complete(out) and not (tmp_path / "out.tmp").exists()
+    assert is_complete(out) and not (tmp_path / "out.tmp").exists()
+    assert json.loads((out / DONE_MARKER).read_text())["tool"] == "espnet_blsp.convert.gguf_llm"
 
     ref_tok, ref = conv.load_gguf(path)
     got = AutoModelForCausalLM.from_pretrained(out).eval()
@@ -151,6 +158,21 @@ def test_bfloat16_output(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.dtype == torch.bfloat16
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+
+
+def test_check_reload_names_a_changed_tensor(tmp_path):
+    """The shared reload check passes on a saved model and names a tensor changed since."""
+    from transformers import AutoModelForCausalLM
+
+    path = tmp_path / "tiny.gguf"
+    _write_tiny_gguf(path, quantize=False)
+    out = conv.convert(path, tmp_path / "out", dtype="float32")
+    model = AutoModelForCausalLM.from_pretrained(out)
+    check_reload(model, out, "float32")
+    with torch.no_grad():
+        model.model.norm.weight.add_(1.0)
+    with pytest.raises(ConversionError, match="model.norm.weight"):
+        check_reload(model, out, "float32")
 
 
 def _have_smollm2() -> bool:

