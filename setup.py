@@ -10,6 +10,7 @@ install_requires = [
     "espnet==202511",
     "transformers==5.23.0",
     "accelerate==1.15.0",
+    "peft==0.21.2",  # LoRA on the LLM (llm_conf.lora)
     "gguf==0.19.0",
     "sentencepiece==0.2.0",
     "kaldiio==2.18.1",
@@ -18,6 +19,7 @@ install_requires = [
     "typeguard==4.6.0",
     "jiwer==4.0.0",
     "sacrebleu==2.6.0",
+    "whisper-normalizer==0.1.15",  # Whisper's english.json spelling map, for the WER (score.py)
     "ctranslate2==4.8.5",
     "tensorboard==2.21.0",  # ESPnet trainer logs (use_tensorboard)
     "matplotlib==3.11.2",  # ESPnet trainer loss plots (exp/*/images)

@@ -16,7 +16,7 @@ import torch
 
 from espnet_blsp.adapters.conv_glu_adapter import ConvGLUAdapter
 from espnet_blsp.encoders.precomputed_encoder import PrecomputedEncoder
-from espnet_blsp.llm.batch import token_nll
+from espnet_blsp.llm.batch import assemble, token_logits
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.models.blsp import BLSPModel
 
@@ -37,7 +37,7 @@ def matmul_peak(dtype: torch.dtype, seconds: float = 3.0) -> float:
 
 def step_flops(model: BLSPModel, batch) -> float:
     """Model FLOPs of one training step of the frozen LLM (+ adapter, ~1%)."""
-    llm = model.llm.model
+    llm = model.llm.hf_model()
     d, vocab = llm.config.hidden_size, llm.config.vocab_size
     body = sum(p.numel() for n, p in llm.named_parameters() if "embed" not in n and "lm_head" not in n)
     adapter = sum(p.numel() for p in model.adapter.parameters())
@@ -51,17 +51,16 @@ def make_batch(batch_size: int, frames: int, target_len: int, width: int, vocab:
     return {
         "speech": torch.randn(batch_size, frames, width, generator=g),
         "speech_lengths": torch.full((batch_size,), frames),
-        "text": torch.randint(100, vocab - 100, (batch_size, target_len), generator=g),
-        "text_lengths": torch.full((batch_size,), target_len),
+        "response": torch.randint(100, vocab - 100, (batch_size, target_len), generator=g),
+        "response_lengths": torch.full((batch_size,), target_len),
     }
 
 
 def uncached_step(model: BLSPModel, data) -> torch.Tensor:
     """The training loss without the prefix KV cache (the prompt recomputed)."""
-    slots = model.speech_slots(data["speech"], data["speech_lengths"])
-    batch = model.assemble(slots, model.prompt, data["text"].tolist())
-    nll, _, _ = token_nll(model.llm, batch)
-    return nll.mean()
+    rows = [{"speech": s} for s in model.speech_slots(data["speech"], data["speech_lengths"])]
+    logits, target, _ = token_logits(model.llm, assemble(model.llm, rows, model.prompt, data["response"].tolist()))
+    return torch.nn.functional.cross_entropy(logits, target)
 
 
 def bench(llm_dir: str, dtype: str, prefix_cache: bool, args) -> None:
@@ -69,9 +68,9 @@ def bench(llm_dir: str, dtype: str, prefix_cache: bool, args) -> None:
     adapter = ConvGLUAdapter(args.width, llm.hidden_size())
     model = BLSPModel(PrecomputedEncoder(args.width), adapter, llm).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    data = make_batch(args.batch_size, args.frames, args.target_len, args.width, llm.model.config.vocab_size)
-    slots = model.speech_slots(data["speech"], data["speech_lengths"])
-    rows = model.assemble(slots, model.prompt, data["text"].tolist())
+    data = make_batch(args.batch_size, args.frames, args.target_len, args.width, llm.hf_model().config.vocab_size)
+    slots = [{"speech": s} for s in model.speech_slots(data["speech"], data["speech_lengths"])]
+    rows = assemble(model.llm, slots, model.prompt, data["response"].tolist())
     n_prefix = len(model.prompt.prefix)
     shape = {  # tokens the LLM actually runs on; a cached prefix is not recomputed
         "tokens": int(rows.mask.sum()) - (n_prefix * args.batch_size if prefix_cache else 0),

@@ -9,7 +9,14 @@ import soundfile
 import torch
 
 from espnet_blsp.bin.dump_encoder import dump
-from espnet_blsp.bin.score import results_table, score_system
+from espnet_blsp.bin import score
+from espnet_blsp.bin.score import (
+    compare_table,
+    english_spelling_mapping,
+    results_table,
+    score_system,
+    whisper_english_normalizer,
+)
 from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
 from espnet_blsp.utils.kaldi_dir import DataDirError, write_kv
 
@@ -51,9 +58,38 @@ def test_score_system_and_table(tmp_path):
     assert "| BLSP (trained adapter) | " in table and "| 20.00 | 1.00 | 1.50 |" in table
 
 
+def test_compare_table_adds_parameters_time_and_positions(tmp_path):
+    exp = tmp_path / "blsp_adapters_qformer"
+    sys_dir = exp / "eval/test/blsp"
+    write_kv(sys_dir / "slot_length", [("u1", "64"), ("u2", "62")])
+    scores = {**score_system(sys_dir, tmp_path / "text", None), "cont_chrf": 20.0}
+    assert scores["positions"] == 63
+    (sys_dir / "score.json").write_text(json.dumps(scores))
+    (exp / "train.log").write_text("... Trainable parameters: 7,421,249\n")
+    (exp / "train_seconds").write_text("412\n")
+    table = compare_table([exp], "test")
+    assert "| adapters_qformer | 20.00 | – | – | – | – | 7,421,249 | 412 | 63.0 |" in table
+    with pytest.raises(FileNotFoundError, match="no scores"):
+        compare_table([tmp_path / "blsp_missing"], "test")
+
+
 def test_missing_hypothesis_is_named(tmp_path):
     write_kv(tmp_path / "text", [("u1", "A B"), ("u2", "C D")])
     sys_dir = tmp_path / "sys"
     write_kv(sys_dir / "asr_text", [("u1", "a b")])
     with pytest.raises(DataDirError, match="no output for utterance u2"):
         score_system(sys_dir, tmp_path / "text", None)
+
+
+def test_whisper_normaliser_maps_british_spellings():
+    """The full english.json map, as in Whisper, not an empty one."""
+    assert len(english_spelling_mapping()) > 1000
+    norm = whisper_english_normalizer()
+    assert norm("colour") == norm("color") == "color"
+    assert norm("The Colour of the Centre.") == norm("the color of the center")
+
+
+def test_missing_spelling_map_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(score, "SPELLING_PACKAGE", "no_such_package_here")
+    with pytest.raises(FileNotFoundError, match="pip install whisper-normalizer"):
+        english_spelling_mapping()

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from espnet_blsp.adapters.conv_glu_adapter import ConvGLUAdapter
+from espnet_blsp.adapters.ctc_compress import compress_runs
 from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
-from espnet_blsp.llm.batch import IGNORE_ID, assemble
+from espnet_blsp.llm.batch import IGNORE_ID, assemble, response_logits, text_rows, token_logits
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
-from espnet_blsp.models.blsp import BLSPModel
+from espnet_blsp.models.blsp import BLSPModel, unpad
 
 
 def build_model(whisper_dir, llm_dir, **model_conf) -> BLSPModel:
@@ -43,8 +44,8 @@ def test_assembled_batch_places_speech_and_labels(model):
     prompt = model.prompt
     slots = [torch.randn(3, 32), torch.randn(5, 32)]
     targets = [[10, 11], [12]]
-    batch = model.assemble(slots, prompt, targets)
-    n_pre, n_suf = len(prompt.prefix), len(prompt.suffix)
+    batch = assemble(model.llm, [{"speech": s} for s in slots], prompt, targets)
+    n_pre, n_suf = len(prompt.prefix), len(prompt.segments[1])
     for i, (slot, tgt) in enumerate(zip(slots, targets)):
         n = n_pre + slot.size(0) + n_suf + len(tgt) + 1
         assert batch.mask[i, :n].all() and not batch.mask[i, n:].any()  # right pad only
@@ -53,7 +54,7 @@ def test_assembled_batch_places_speech_and_labels(model):
         labelled = batch.labels[i][batch.labels[i] != IGNORE_ID].tolist()
         assert labelled == tgt + [prompt.end]
         assert (batch.labels[i, : n - len(tgt) - 1] == IGNORE_ID).all()
-    left = model.assemble(slots, prompt, left_pad=True)
+    left = assemble(model.llm, [{"speech": s} for s in slots], prompt, left_pad=True)
     n0 = n_pre + 3 + n_suf
     assert not left.mask[0, :-n0].any() and left.mask[0, -n0:].all()
     assert left.positions[0, -n0:].tolist() == list(range(n0))
@@ -94,7 +95,7 @@ def test_step_trains_only_the_adapter_and_loss_falls(model):
     frozen = {k: v.clone() for k, v in model.named_parameters() if not v.requires_grad}
     trainable = [p for p in model.parameters() if p.requires_grad]
     trains = {k.split(".")[0] for k, p in model.named_parameters() if p.requires_grad}
-    assert trains == {"adapter", "ctc_blank", "ctc_scale"}  # the adapter and its CTC head
+    assert trains == {"adapter", "ctc"}  # the adapter and its CTC head
     opt = torch.optim.AdamW(trainable, lr=1e-2)
     speech, lengths = speech_batch([8000, 12000])
     text = torch.tensor([[20, 21, 22], [23, 24, -1]])
@@ -118,7 +119,7 @@ def test_step_trains_only_the_adapter_and_loss_falls(model):
 
 def test_checkpoint_holds_only_the_adapter(model, tiny_whisper_dir, tiny_llm_dir):
     state = model.state_dict()
-    assert state and all(k.startswith(("adapter.", "ctc_")) for k in state)
+    assert state and all(k.startswith(("adapter.", "ctc.")) for k in state)
     encoder = WhisperSpeechEncoder(str(tiny_whisper_dir))
     llm = HFCausalLM(str(tiny_llm_dir), dtype="float32")
     adapter = ConvGLUAdapter(encoder.output_size(), llm.hidden_size(), bottleneck_dim=8)
@@ -145,24 +146,24 @@ def test_frozen_llm_keeps_bf16_under_trainer_cast(tiny_whisper_dir, tiny_llm_dir
 
 def test_text_and_speech_generation(model):
     prompt = model.make_prompt("Transcribe the speech. <speech>")
-    texts = model.generate(model.text_slots(["the quick fox", "a"], prompt), prompt, max_new_tokens=5, do_sample=False)
+    texts = model.generate(text_rows(model.llm, ["the quick fox", "a"], prompt), prompt, max_new_tokens=5, do_sample=False)
     speech, lengths = speech_batch([8000, 16000])
     with torch.no_grad():
-        slots = model.speech_slots(speech, lengths)
-    outs = model.generate(slots, prompt, max_new_tokens=5, do_sample=False)
+        rows = [{"speech": s} for s in model.speech_slots(speech, lengths)]
+    outs = model.generate(rows, prompt, max_new_tokens=5, do_sample=False)
     assert len(texts) == 2 and len(outs) == 2 and all(isinstance(t, str) for t in texts + outs)
     # Left padding must not change a row's greedy output.
-    single = model.generate(slots[:1], prompt, max_new_tokens=5, do_sample=False)
+    single = model.generate(rows[:1], prompt, max_new_tokens=5, do_sample=False)
     assert single[0] == outs[0]
 
 
 def test_generation_from_the_prefix_cache_matches_full_prompts(model):
     prompt = model.make_prompt("Continue this. <speech>")
-    slots = model.text_slots(["the quick brown fox", "a", "jumps over the dog"], prompt)
+    rows = text_rows(model.llm, ["the quick brown fox", "a", "jumps over the dog"], prompt)
     kwargs = dict(max_new_tokens=8, do_sample=False, eos_token_id=[prompt.end])
-    full = model.assemble(slots, prompt, left_pad=True)
+    full = assemble(model.llm, rows, prompt, left_pad=True)
     expected = model.llm.generate(full.embeds, full.mask, **kwargs)
-    rest = assemble(model.llm, slots, prompt, left_pad=True, with_prefix=False)
+    rest = assemble(model.llm, rows, prompt, left_pad=True, cached=prompt.prefix)
     cached = model.llm.generate(rest.embeds, rest.mask, prefix=prompt.prefix, **kwargs)
     assert cached == expected and any(len(ids) > 1 for ids in cached)
 
@@ -190,18 +191,17 @@ def test_padded_encoder_matches_hf_whisper(tiny_whisper_dir):
 
 
 def test_prefix_cache_gives_the_same_loss_and_gradients(model):
-    from espnet_blsp.llm.batch import response_nll, token_nll
-
     speech, lengths = speech_batch([8000, 12000])
     targets = [[20, 21, 22], [23, 24]]
 
     def loss_and_grads(cached: bool):
         model.adapter.zero_grad()
-        slots = model.speech_slots(speech, lengths)
+        slots = [{"speech": s} for s in model.speech_slots(speech, lengths)]
         if cached:
-            nll, rows, _ = response_nll(model.llm, slots, model.prompt, targets)
+            logits, target, rows = response_logits(model.llm, slots, model.prompt, targets)
         else:
-            nll, rows, _ = token_nll(model.llm, model.assemble(slots, model.prompt, targets))
+            logits, target, rows = token_logits(model.llm, assemble(model.llm, slots, model.prompt, targets))
+        nll = torch.nn.functional.cross_entropy(logits, target, reduction="none")
         nll.sum().backward()
         return nll.detach(), rows, [p.grad.clone() for p in model.adapter.parameters()]
 
@@ -235,7 +235,7 @@ def test_ctc_prealignment_trains_the_adapter_without_running_the_llm(
     assert set(stats) == {"ctc_loss", "loss"} and loss > 0
     loss.backward()
     assert all(p.grad is not None for p in model.adapter.parameters())
-    assert model.ctc_blank.grad is not None and model.ctc_scale.grad is not None
+    assert model.ctc.blank.grad is not None and model.ctc.scale.grad is not None
 
 
 def test_sampled_ctc_equals_full_vocabulary_ctc_over_the_sampled_tokens(tiny_whisper_dir, tiny_llm_dir):
@@ -243,17 +243,18 @@ def test_sampled_ctc_equals_full_vocabulary_ctc_over_the_sampled_tokens(tiny_whi
     model = build_model(tiny_whisper_dir, tiny_llm_dir, ctc_weight=1.0, ctc_negatives=0)
     speech, lengths, _, _, transcript, tlen = aux_loss_batch()
     frames = model.speech_frames(speech, lengths)
-    full = model.ctc_loss(frames, transcript, tlen)
-    model.ctc_negatives = 100 * model.llm.embedding_table().size(0)
-    torch.testing.assert_close(model.ctc_loss(frames, transcript, tlen), full)
+    table, tokens = model.llm.embedding_table(), unpad(transcript, tlen)
+    full = model.ctc(frames, tokens, table)
+    model.ctc.negatives = 100 * table.size(0)
+    torch.testing.assert_close(model.ctc(frames, tokens, table), full)
 
 
 def test_ctc_compression_averages_runs_and_drops_blanks():
     frames = torch.arange(7.0)[:, None].repeat(1, 2)
     best = torch.tensor([0, 5, 5, 0, 5, 3, 3])  # blank, run of 5, blank, 5, run of 3
-    out = BLSPModel.compress(frames, best)
+    out = compress_runs(frames, best)
     torch.testing.assert_close(out, torch.tensor([[1.5, 1.5], [4.0, 4.0], [5.5, 5.5]]))
-    torch.testing.assert_close(BLSPModel.compress(frames, torch.zeros(7, dtype=torch.long)), frames)
+    torch.testing.assert_close(compress_runs(frames, torch.zeros(7, dtype=torch.long)), frames)
 
 
 def test_compressed_slots_follow_the_ctc_argmax(tiny_whisper_dir, tiny_llm_dir):
@@ -262,12 +263,12 @@ def test_compressed_slots_follow_the_ctc_argmax(tiny_whisper_dir, tiny_llm_dir):
     frames = model.speech_frames(speech, lengths)
     # A blank that wins on the first frame (frames of equal norm) but not the second.
     f0 = frames[0].detach()
-    model.ctc_blank.data = 1e3 * (f0[0] - f0[1])
+    model.ctc.blank.data = 1e3 * (f0[0] - f0[1])
     slots = model.speech_slots(speech, lengths)
-    vocab = torch.arange(model.llm.embedding_table().size(0))
+    table = model.llm.embedding_table()
     for i, (f, s) in enumerate(zip(frames, slots)):
-        best = model.ctc_logits(f, vocab).argmax(-1)
-        torch.testing.assert_close(s, BLSPModel.compress(f, best))
+        best = model.ctc.logits(f, table).argmax(-1)
+        torch.testing.assert_close(s, compress_runs(f, best))
         if i == 0:
             assert best[0] == 0 and best[1] != 0 and s.size(0) < f.size(0)
 
@@ -284,8 +285,7 @@ def test_distillation_loss_vanishes_when_speech_reads_as_the_transcript(
     assert all(p.grad is not None for p in model.adapter.parameters())
 
     # A student whose slots are the transcript's own embeddings is the teacher.
-    texts = [model.llm.tokenizer.decode(t[:n].tolist()) for t, n in zip(transcript, tlen.tolist())]
-    monkeypatch.setattr(model, "to_slots", lambda _: model.text_slots(texts, model.prompt))
+    monkeypatch.setattr(model, "to_slots", lambda _: [model.llm.embed(t) for t in unpad(transcript, tlen)])
     _, stats, _ = model(speech, lengths, text, text_lengths, transcript, tlen)
     assert stats["kd_loss"].abs() < 1e-5
     with pytest.raises(ValueError, match="<= 1"):
@@ -298,3 +298,62 @@ def test_encoder_rejects_empty_audio_and_ignores_a_sliver_past_30s(model):
     speech, lengths = speech_batch([16000 * 30 + 50])
     _, n = model.encoder(speech, lengths)
     assert n.tolist() == [1500]
+
+
+def test_mixed_tasks_in_one_batch_score_as_each_alone(tiny_whisper_dir, tiny_llm_dir):
+    """Rows with different prompts (task mixing) share only the common prefix
+    from the cache, and each row's loss is what its prompt alone gives."""
+    tasks = [{"instruction": "continuation"}, {"instruction": "transcription", "target": "transcript"}]
+    model = build_model(tiny_whisper_dir, tiny_llm_dir, tasks=tasks)
+    speech, lengths = speech_batch([8000, 12000])
+    rows = [{"speech": s} for s in model.speech_slots(speech, lengths)]
+    targets = [[20, 21, 22], [23, 24]]
+    prompts = model.row_prompts(torch.tensor([[0], [1]]), 2)
+    assert prompts[0] is not prompts[1]
+    mixed, target, row = response_logits(model.llm, rows, prompts, targets)
+    for i in range(2):
+        alone, _, _ = response_logits(model.llm, rows[i : i + 1], prompts[i], targets[i : i + 1])
+        torch.testing.assert_close(mixed[row == i], alone, atol=1e-4, rtol=1e-4)
+    # The model's forward takes each utterance's task index.
+    loss, _, _ = model(speech, lengths, torch.tensor([[20, 21, 22], [23, 24, -1]]), torch.tensor([3, 2]),
+                       task=torch.tensor([[0], [1]]), task_lengths=torch.tensor([1, 1]))
+    expected = torch.nn.functional.cross_entropy(mixed, target)
+    torch.testing.assert_close(loss.detach().reshape(()), expected.detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_text_slots_fill_from_their_data(tiny_whisper_dir, tiny_llm_dir):
+    """A prompt with speech and an ASR hypothesis reads the hypothesis ids."""
+    turns = [{"role": "audio", "content": "<speech><asr_hyp>"}, {"role": "user", "content": "What can you hear?"}]
+    model = build_model(tiny_whisper_dir, tiny_llm_dir, instruction=turns)
+    speech, lengths = speech_batch([8000, 12000])
+    response, rlen = torch.tensor([[20, 21], [22, -1]]), torch.tensor([2, 1])
+    with pytest.raises(ValueError, match="asr_hyp"):
+        model(speech, lengths, response, rlen)
+    hyp, hlen = torch.tensor([[30, 31, 32], [33, -1, -1]]), torch.tensor([3, 1])
+    loss, _, _ = model(speech, lengths, response, rlen, asr_hyp=hyp, asr_hyp_lengths=hlen)
+    other, _, _ = model(speech, lengths, response, rlen, asr_hyp=hyp.flip(0), asr_hyp_lengths=hlen.flip(0))
+    assert loss.item() != pytest.approx(other.item())  # the hypothesis is read
+    frames = model.speech_slots(speech, lengths)
+    batch = assemble(model.llm, [{"speech": f, "asr_hyp": h} for f, h in zip(frames, unpad(hyp, hlen))],
+                     model.prompt, [[20, 21], [22]])
+    n0 = len(model.prompt.segments[0])
+    torch.testing.assert_close(batch.embeds[0, n0 + frames[0].size(0) :][:3], model.llm.embed(hyp[0]))
+
+
+def test_encoder_hands_over_chosen_layers(tiny_whisper_dir):
+    """layers=[k]: layer k's output before the final LayerNorm; several are
+    concatenated on the feature axis; the default is the final output."""
+    final = WhisperSpeechEncoder(str(tiny_whisper_dir))
+    tapped = WhisperSpeechEncoder(str(tiny_whisper_dir), layers=[0, 0])
+    assert tapped.output_size() == 2 * final.output_size() and tapped.num_layers() == 2
+    speech, lengths = speech_batch([16000, 8000])
+    out, n = final(speech, lengths)
+    taps, m = tapped(speech, lengths)
+    assert n.tolist() == m.tolist()
+    d = final.output_size()
+    torch.testing.assert_close(taps[..., :d], taps[..., d:])
+    with torch.no_grad():
+        normed = tapped.encoder.layer_norm(taps[..., :d])
+    torch.testing.assert_close(normed[0, : n[0]], out[0, : n[0]])
+    with pytest.raises(ValueError, match="layers"):
+        WhisperSpeechEncoder(str(tiny_whisper_dir), layers=[1])

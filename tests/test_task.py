@@ -1,8 +1,10 @@
 """BLSPTask: config round trip, optimizer contents, Speech2Response loading."""
 
 import numpy as np
+import pytest
 import torch
 import yaml
+from transformers import AutoTokenizer
 
 from espnet_blsp.bin.blsp_inference import Speech2Response
 from espnet_blsp.tasks.blsp import BLSPTask
@@ -20,11 +22,15 @@ def parse(tiny_whisper_dir, tiny_llm_dir, tmp_path, *extra):
     ])
 
 
-def test_config_round_trip_and_checkpoint(tmp_path, tiny_whisper_dir, tiny_llm_dir):
-    args = parse(tiny_whisper_dir, tiny_llm_dir, tmp_path)
-    assert args.llm_conf == {"model_name_or_path": str(tiny_llm_dir), "dtype": "float32"}
+def test_config_round_trip_and_checkpoint(tmp_path, tiny_whisper_dir, tiny_llm_dir, monkeypatch):
+    # Trained from a recipe dir with relative model paths...
+    monkeypatch.chdir(tiny_llm_dir.parent)
+    args = parse(tiny_whisper_dir, tiny_llm_dir.name, tmp_path)
+    assert args.llm_conf == {"model_name_or_path": tiny_llm_dir.name, "dtype": "float32"}
     torch.manual_seed(0)
     model = BLSPTask.build_model(args)
+    assert args.llm_conf["model_name_or_path"] == str(tiny_llm_dir)  # ... saved absolute
+    monkeypatch.chdir(tmp_path)  # ... and loaded from anywhere
     with torch.no_grad():
         for p in model.adapter.parameters():
             p.add_(0.5)  # "trained" weights, unlike any fresh init
@@ -51,16 +57,37 @@ def test_optimizer_gets_only_the_adapter_and_its_ctc_head(tmp_path, tiny_whisper
     model = BLSPTask.build_model(args)
     (optim,) = BLSPTask.build_optimizers(args, model)
     in_optim = {id(p) for g in optim.param_groups for p in g["params"]}
-    head = [model.ctc_blank, model.ctc_scale]
+    head = [model.ctc.blank, model.ctc.scale]
     assert in_optim == {id(p) for p in [*model.adapter.parameters(), *head]}
 
 
 def test_preprocess_tokenizes_target_and_rejects_empty(tmp_path, tiny_whisper_dir, tiny_llm_dir):
     args = parse(tiny_whisper_dir, tiny_llm_dir, tmp_path)
     pre = BLSPTask.build_preprocess_fn(args, train=True)
-    out = pre("utt1", {"text": "the quick fox", "speech": np.zeros(10)})
-    assert out["text"].dtype == np.int64 and len(out["text"]) > 0
-    import pytest
+    tok = AutoTokenizer.from_pretrained(tiny_llm_dir)
+    out = pre("utt1", {"response": "the quick fox", "transcript": "THE FOX", "speech": np.zeros(10)})
+    assert out["response"].tolist() == tok("the quick fox", add_special_tokens=False).input_ids
+    # The transcript as the LLM reads it in the speech slot: sentence case, after a space.
+    assert out["transcript"].tolist() == tok(" The fox", add_special_tokens=False).input_ids
+    assert "task" not in out  # one task
+    with pytest.raises(ValueError, match="utterance utt2: empty response"):
+        pre("utt2", {"response": "  ", "speech": np.zeros(10)})
+    with pytest.raises(ValueError, match="utterance utt3: no 'response' data"):
+        pre("utt3", {"transcript": "the fox", "speech": np.zeros(10)})
 
-    with pytest.raises(ValueError, match="utterance utt2: empty text"):
-        pre("utt2", {"text": "  ", "speech": np.zeros(10)})
+
+def test_preprocess_draws_each_utterance_a_task(tmp_path, tiny_whisper_dir, tiny_llm_dir):
+    tasks = "tasks=[{instruction: continuation}, {instruction: transcription, target: transcript, weight: 3}]"
+    args = parse(tiny_whisper_dir, tiny_llm_dir, tmp_path, "--model_conf", "instruction=null", "--model_conf", tasks)
+    pre = BLSPTask.build_preprocess_fn(args, train=False)
+    tok = AutoTokenizer.from_pretrained(tiny_llm_dir)
+    seen = set()
+    for i in range(40):
+        out = pre(f"u{i}", {"response": "a continuation", "transcript": "THE FOX", "speech": np.zeros(10)})
+        k = int(out["task"][0])
+        target = "a continuation" if k == 0 else "The fox"
+        assert out["response"].tolist() == tok(target, add_special_tokens=False).input_ids
+        seen.add(k)
+    assert seen == {0, 1}
+    model = BLSPTask.build_model(args)
+    assert [t.target for t in model.tasks] == ["response", "transcript"]

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from typeguard import typechecked
 
+from espnet_blsp.encoders.abs_encoder import AbsSpeechEncoder
 from espnet_blsp.encoders.precomputed_encoder import PrecomputedEncoder
-from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
-from espnet_blsp.llm.batch import response_scores
-from espnet_blsp.llm.prompt import CONTINUATION_INSTRUCTION
+from espnet_blsp.llm.batch import Row, response_scores
+from espnet_blsp.llm.prompt import SPEECH, PromptSpec
 from espnet_blsp.llm.respond import respond
-from espnet_blsp.tasks.blsp import BLSPTask
+from espnet_blsp.tasks.blsp import BLSPTask, build_encoder
 from espnet_blsp.utils.audio import load_speech, pad_batch
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv
@@ -35,6 +35,7 @@ class Speech2Response:
     Example:
         >>> s2r = Speech2Response("exp/blsp/config.yaml", "exp/blsp/valid.loss.ave.pth")
         >>> s2r(waveform_16k, "Transcribe the speech. <speech>")
+        >>> s2r(waveform_16k, "transcription")  # a registered instruction
 
     Args:
         train_config: The ``config.yaml`` written by training.
@@ -60,6 +61,22 @@ class Speech2Response:
         self._waveform_encoder = None
 
     @torch.no_grad()
+    def rows(
+        self, speech: Sequence[np.ndarray], texts: Optional[Dict[str, Sequence[str]]] = None
+    ) -> List[Row]:
+        """What fills each utterance's slots: its speech, and the texts given
+        for other slots (e.g. ``{"asr_hyp": [...]}``), tokenized as the
+        training prompt reads them."""
+        texts = texts or {}
+        tok, prompt = self.model.llm.tokenizer, self.model.prompt
+        rows = [{SPEECH: s} for s in self.slots(speech)]
+        for name, values in texts.items():
+            lead = prompt.lead(name) if name in prompt.slots else ""
+            for row, text in zip(rows, values):
+                row[name] = torch.tensor(tok(lead + text, add_special_tokens=False).input_ids)
+        return rows
+
+    @torch.no_grad()
     def slots(self, speech: Sequence[np.ndarray]) -> List[torch.Tensor]:
         """Adapter outputs for waveforms (1-D) or cached encoder frames (2-D)."""
         x, lengths = pad_batch(list(speech))
@@ -74,30 +91,36 @@ class Speech2Response:
         return next(self.model.adapter.parameters()).device
 
     @property
-    def waveform_encoder(self) -> WhisperSpeechEncoder:
+    def waveform_encoder(self) -> AbsSpeechEncoder:
+        """The encoder whose cached frames the model was trained on."""
         if self._waveform_encoder is None:
             source = self.model.encoder.dumped_from
             if source is None:
                 raise ValueError("model trained on cached frames of an unknown encoder; "
                                  "pass frames (kaldi_ark) instead of waveforms")
-            self._waveform_encoder = WhisperSpeechEncoder(source).to(self.device)
+            self._waveform_encoder = build_encoder(source).to(self.device)
         return self._waveform_encoder
 
-    def batch(self, speech: Sequence[np.ndarray], instruction: str) -> List[str]:
-        """Responses for a batch of utterances."""
+    def batch(
+        self,
+        speech: Sequence[np.ndarray],
+        instruction: PromptSpec,
+        texts: Optional[Dict[str, Sequence[str]]] = None,
+    ) -> List[str]:
+        """Responses for a batch of utterances (``texts``: see :meth:`rows`)."""
         prompt = self.model.make_prompt(instruction)
-        return self.model.generate(self.slots(speech), prompt, **self.generate_kwargs)
+        return self.model.generate(self.rows(speech, texts), prompt, **self.generate_kwargs)
 
-    def __call__(self, speech: np.ndarray, instruction: str = CONTINUATION_INSTRUCTION) -> str:
+    def __call__(self, speech: np.ndarray, instruction: PromptSpec = "continuation") -> str:
         return self.batch([speech], instruction)[0]
 
     @torch.no_grad()
     def response_nll(
-        self, speech: Sequence[np.ndarray], responses: Sequence[str], instruction: str
+        self, speech: Sequence[np.ndarray], responses: Sequence[str], instruction: PromptSpec
     ) -> List[Tuple[float, int]]:
         """Summed NLL and token count of each given response (teacher-forced)."""
         prompt = self.model.make_prompt(instruction)
-        return response_scores(self.model.llm, self.slots(speech), prompt, responses)
+        return response_scores(self.model.llm, self.rows(speech), prompt, responses)
 
 
 def load_split(
@@ -124,7 +147,7 @@ def respond_to_speech(
     keys: Sequence[str],
     speech: Sequence[np.ndarray],
     output: Path,
-    instruction: str,
+    instruction: PromptSpec,
     batch_size: int,
     references: Optional[Dict[str, str]] = None,
 ) -> int:
@@ -140,7 +163,7 @@ def respond_to_speech(
     prompt = s2r.model.make_prompt(instruction)
     return respond(
         s2r.model.llm, prompt, keys, [len(x) for x in speech],
-        lambda idx, _: s2r.slots([speech[i] for i in idx]),
+        lambda idx: s2r.rows([speech[i] for i in idx]),
         output, batch_size, s2r.generate_kwargs, references,
     )
 
@@ -155,7 +178,10 @@ def main(cmd: Optional[List[str]] = None):
         help="SCP,speech,TYPE with TYPE sound (wav.scp) or kaldi_ark (feats.scp)",
     )
     parser.add_argument("--key_file", type=Path, help="only these utterances (a split)")
-    parser.add_argument("--instruction", default=CONTINUATION_INSTRUCTION)
+    parser.add_argument(
+        "--instruction", default="continuation",
+        help="a registered instruction's name (espnet_blsp.llm.prompt.INSTRUCTIONS) or text with <speech>",
+    )
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--score_text", type=Path, help="write the NLL of these responses")
     parser.add_argument("--batch_size", type=int, default=8)

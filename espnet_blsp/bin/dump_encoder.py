@@ -1,11 +1,16 @@
 """Recipe stage: run the frozen speech encoder once, cache its frames.
 
 ``python -m espnet_blsp.bin.dump_encoder --wav_scp dump/raw/train/wav.scp \\
-    --encoder exp/whisper --out_dir dump/encoder/train``
+    --config conf/train.yaml --encoder_conf model_name_or_path=exp/whisper \\
+    --out_dir dump/encoder/train``
 
 A frozen encoder gives the same frames every epoch, so training reads them
-from ``feats.scp`` (kaldiio) instead of recomputing them. ``feats.scp`` is
-written last, atomically: its presence marks a finished job.
+from ``feats.scp`` (kaldiio) instead of recomputing them. The encoder is
+built by name from the task's registry (``--encoder``/``--encoder_conf``, or
+those of a training config), and ``encoder.yaml`` records it: training with
+``--encoder precomputed --encoder_conf dumped_from=<dir>/encoder.yaml``
+reads its width and layers there, and inference on waveforms rebuilds it.
+``feats.scp`` is written last, atomically: its presence marks a finished job.
 """
 
 import argparse
@@ -16,15 +21,18 @@ from typing import List, Optional
 import kaldiio
 import soundfile
 import torch
+import yaml
+from espnet2.utils.nested_dict_action import NestedDictAction
 
-from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
+from espnet_blsp.encoders.abs_encoder import AbsSpeechEncoder
+from espnet_blsp.tasks.blsp import build_encoder, resolve_paths
 from espnet_blsp.utils.audio import length_sorted_batches, load_speech, pad_batch
 from espnet_blsp.utils.cli import add_num_threads, setup
-from espnet_blsp.utils.kaldi_dir import read_kv, write_kv
+from espnet_blsp.utils.kaldi_dir import read_kv, write_kv, write_text
 from espnet_blsp.utils.progress import Progress
 
 
-def dump(encoder: WhisperSpeechEncoder, wav_scp: Path, out_dir: Path, batch_size: int) -> int:
+def dump(encoder: AbsSpeechEncoder, wav_scp: Path, out_dir: Path, batch_size: int) -> int:
     """Encodes every utterance of ``wav_scp`` into ``out_dir/feats.{ark,scp}``."""
     items = read_kv(wav_scp)
     if (out_dir / "feats.scp").exists():
@@ -50,19 +58,41 @@ def dump(encoder: WhisperSpeechEncoder, wav_scp: Path, out_dir: Path, batch_size
     return len(items)
 
 
+def encoder_spec(config: Optional[Path], name: Optional[str], conf: dict) -> dict:
+    """``{"encoder": ..., "encoder_conf": ...}``: the config's, updated by the
+    command line; local paths made absolute."""
+    loaded = yaml.safe_load(config.read_text()) if config else {}
+    spec = argparse.Namespace(
+        encoder=name or loaded.get("encoder") or "whisper",
+        encoder_conf={**(loaded.get("encoder_conf") or {}), **conf},
+        llm_conf={},
+    )
+    if spec.encoder == "precomputed":
+        raise ValueError(f"{config}: encoder 'precomputed' reads dumps; name the encoder that makes them")
+    resolve_paths(spec)
+    return {"encoder": spec.encoder, "encoder_conf": spec.encoder_conf}
+
+
 def main(cmd: Optional[List[str]] = None):
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wav_scp", type=Path, required=True)
-    parser.add_argument("--encoder", required=True, help="HF Whisper (hub name or dir)")
     parser.add_argument("--out_dir", type=Path, required=True)
-    parser.add_argument("--dtype", default="float32", help="encoder compute dtype")
+    parser.add_argument("--config", type=Path, help="a training config: its encoder and encoder_conf")
+    parser.add_argument("--encoder", help="encoder name in the task's registry (default: the config's, or whisper)")
+    parser.add_argument(
+        "--encoder_conf", action=NestedDictAction, default={},
+        help="encoder options over the config's, e.g. model_name_or_path=DIR dtype=bfloat16",
+    )
     parser.add_argument("--batch_size", type=int, default=8)
     add_num_threads(parser)
     args = parser.parse_args(cmd)
     setup(args)
-    encoder = WhisperSpeechEncoder(args.encoder, dtype=args.dtype)
+    spec = encoder_spec(args.config, args.encoder, args.encoder_conf)
+    encoder = build_encoder(spec)
     n = dump(encoder, args.wav_scp, args.out_dir, args.batch_size)
+    record = {**spec, "output_size": encoder.output_size(), "num_layers": encoder.num_layers()}
+    write_text(args.out_dir / "encoder.yaml", yaml.safe_dump(record, sort_keys=False))
     logging.info(f"{args.out_dir}: encoded {n} utterances (width {encoder.output_size()})")
 
 

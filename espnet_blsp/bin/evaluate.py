@@ -4,8 +4,9 @@ Writes ``<out_dir>/continuation`` (the continuation instruction),
 ``<out_dir>/asr_text`` (a transcription instruction), ``<out_dir>/nll``
 (the teacher-forced loss of the Text+LLM continuation) and
 ``<out_dir>/nll_other`` (the same loss given the input of the next
-utterance in ``--keys``, cyclically: what the input is worth), loading the
-model once. The LLM either reads text (``--text``: the reference transcript, or a
+utterance in ``--keys``, cyclically: what the input is worth) and
+``<out_dir>/slot_length`` (how many LLM positions the input fills), loading
+the model once. The LLM either reads text (``--text``: the reference transcript, or a
 Whisper transcript for the cascade) or hears speech (``--speech`` with a
 trained or untrained BLSP model)::
 
@@ -29,11 +30,12 @@ from espnet_blsp.bin.blsp_inference import (
     respond_to_speech,
 )
 from espnet_blsp.bin.generate_text import generate_file, load_conf
+from espnet_blsp.llm.batch import text_rows
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
+from espnet_blsp.llm.prompt import SPEECH, build_prompt
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, write_kv
-
-ASR_INSTRUCTION = "Transcribe the following speech into text. <speech>"
+from espnet_blsp.utils.text import sentence_case
 
 
 def main(cmd: Optional[List[str]] = None):
@@ -42,7 +44,7 @@ def main(cmd: Optional[List[str]] = None):
     parser.add_argument("--out_dir", type=Path, required=True)
     parser.add_argument("--keys", type=Path, required=True, help="the utterances (uttid first)")
     parser.add_argument("--ref_continuation", type=Path, required=True)
-    parser.add_argument("--asr_instruction", default=ASR_INSTRUCTION)
+    parser.add_argument("--asr_instruction", default="transcription", help="a registered name or text")
     parser.add_argument(
         "--config", type=Path,
         help="generation config (generate_text's YAML); decoding settings apply to both kinds",
@@ -79,16 +81,26 @@ def main(cmd: Optional[List[str]] = None):
 
         def run(output: Path, task_instruction: str, refs: Optional[Path] = None) -> None:
             generate_file(llm, subset, output, {**conf, "instruction": task_instruction}, refs)
+
+        def slot_lengths() -> List[int]:
+            prompt = build_prompt(llm.tokenizer, instruction, conf["use_chat_template"])
+            texts = dict(read_kv(subset, allow_empty_value=True))
+            rows = text_rows(llm, [sentence_case(texts[k]) if conf["sentence_case"] else texts[k] for k in keys], prompt)
+            return [row[SPEECH].numel() for row in rows]
     else:
         torch.manual_seed(args.seed)
         s2r = Speech2Response(args.train_config, args.model_file, generate_kwargs=conf["generate"])
         scp, kind = args.speech.split(",")
         keys, speech = load_split(scp, kind, keys)  # once, for all three outputs
-        instruction = s2r.model.instruction  # the one it was trained with
+        instruction = s2r.model.tasks[0].spec  # the one it was trained with
 
         def run(output: Path, task_instruction: str, refs: Optional[Path] = None) -> None:
             references = dict(read_kv(refs)) if refs else None
             respond_to_speech(s2r, keys, speech, output, task_instruction, args.batch_size, references)
+
+        def slot_lengths() -> List[int]:
+            return [s.size(0) for i in range(0, len(speech), args.batch_size)
+                    for s in s2r.slots(speech[i : i + args.batch_size])]
 
     if args.continuation_from:
         given = dict(read_kv(args.continuation_from))
@@ -96,6 +108,8 @@ def main(cmd: Optional[List[str]] = None):
     else:
         run(args.out_dir / "continuation", instruction)
     run(args.out_dir / "asr_text", args.asr_instruction)
+    if not (args.out_dir / "slot_length").exists():
+        write_kv(args.out_dir / "slot_length", [(k, str(n)) for k, n in zip(keys, slot_lengths())])
     run(args.out_dir / "nll", instruction, args.ref_continuation)
     # Each input now meets the next utterance's continuation (same texts, same tokens).
     refs = dict(read_kv(args.ref_continuation))

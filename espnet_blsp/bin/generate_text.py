@@ -18,16 +18,16 @@ from typing import Any, Dict, List, Optional
 import yaml
 from typeguard import typechecked
 
-from espnet_blsp.llm.batch import text_slots
+from espnet_blsp.llm.batch import text_rows
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
-from espnet_blsp.llm.prompt import CONTINUATION_INSTRUCTION, build_prompt
+from espnet_blsp.llm.prompt import build_prompt
 from espnet_blsp.llm.respond import respond
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv
 from espnet_blsp.utils.text import sentence_case
 
 DEFAULTS: Dict[str, Any] = {
-    "instruction": CONTINUATION_INSTRUCTION,
+    "instruction": "continuation",  # a name in llm.prompt.INSTRUCTIONS, or text
     "use_chat_template": True,
     "dtype": "bfloat16",
     "batch_size": 16,
@@ -58,7 +58,7 @@ def generate_file(
     texts = [sentence_case(v) if conf["sentence_case"] else v for _, v in items]
     return respond(
         llm, prompt, keys, [len(t) for t in texts],
-        lambda idx, p: text_slots(llm, [texts[i] for i in idx], p),
+        lambda idx: text_rows(llm, [texts[i] for i in idx], prompt),
         output, conf["batch_size"], conf["generate"],
         references=dict(read_kv(score_text)) if score_text else None,
     )
@@ -82,7 +82,7 @@ def main(cmd: Optional[List[str]] = None):
     parser.add_argument("--text", type=Path, required=True, help="Kaldi text file")
     parser.add_argument("--output", type=Path, required=True, help="uttid -> response")
     parser.add_argument("--config", type=Path, help="YAML: instruction, batch_size, generate")
-    parser.add_argument("--instruction", help="overrides the config; contains <speech>")
+    parser.add_argument("--instruction", help="overrides the config: a registered name, or text with <speech>")
     parser.add_argument("--batch_size", type=int)
     parser.add_argument("--score_text", type=Path, help="write the NLL of these responses")
     add_num_threads(parser)

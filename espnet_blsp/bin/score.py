@@ -3,21 +3,25 @@
 ``python -m espnet_blsp.bin.score --ref_text dump/raw/test/text \\
     --ref_continuation dump/raw/test/continuation --sys_dir exp/eval/test/blsp``
 
-reads ``<sys_dir>/{continuation,asr_text,nll,nll_other}`` (whichever exist)
-and writes ``<sys_dir>/score.json``: continuation agreement (sacrebleu chrF,
-BLEU), zero-shot ASR WER (Whisper's English normaliser, then jiwer), the mean
-per-token loss of the reference continuation, and how much lower that loss is
-with the utterance's own input than with another's.
+reads ``<sys_dir>/{continuation,asr_text,nll,nll_other,slot_length}``
+(whichever exist) and writes ``<sys_dir>/score.json``: continuation agreement
+(sacrebleu chrF, BLEU), zero-shot ASR WER (Whisper's English normaliser, then
+jiwer), the mean per-token loss of the reference continuation, how much lower
+that loss is with the utterance's own input than with another's, and the LLM
+positions the input fills.
 
 ``python -m espnet_blsp.bin.score --results exp/eval --out RESULTS.md`` makes
-the table.
+the table; ``--compare exp/blsp_a exp/blsp_b --set test`` puts experiments
+side by side.
 """
 
 import argparse
+import importlib.resources
 import json
 import logging
+import re
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import jiwer
 import sacrebleu
@@ -35,10 +39,36 @@ ROW_NAMES = {
 }
 
 
-def _normalizer():
+# Whisper's British->American spelling map; whisper-normalizer ships OpenAI's
+# english.json unchanged (transformers leaves it to each checkpoint's normalizer.json).
+SPELLING_PACKAGE, SPELLING_FILE = "whisper_normalizer", "normalizers/english.json"
+SPELLING_PIP = "whisper-normalizer==0.1.15"
+
+
+@typechecked
+def english_spelling_mapping() -> Dict[str, str]:
+    """Whisper's British->American spelling map (``english.json``, 1,700+ words).
+
+    Raises:
+        FileNotFoundError: If the package that ships it is not installed.
+    """
+    try:
+        path = importlib.resources.files(SPELLING_PACKAGE) / SPELLING_FILE
+        text = path.read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        raise FileNotFoundError(
+            f"Whisper's spelling map {SPELLING_PACKAGE}/{SPELLING_FILE} not found ({e}); "
+            f"pip install {SPELLING_PIP}"
+        ) from e
+    return json.loads(text)
+
+
+@typechecked
+def whisper_english_normalizer() -> Callable[[str], str]:
+    """Whisper's English text normaliser, British spellings mapped to American."""
     from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-    return EnglishTextNormalizer({})
+    return EnglishTextNormalizer(english_spelling_mapping())
 
 
 @typechecked
@@ -66,7 +96,7 @@ def score_system(
         scores["num_utts"] = len(p["ref"])
     if (sys_dir / "asr_text").exists():
         p = paired(ref_text, sys_dir / "asr_text")
-        norm = _normalizer()
+        norm = whisper_english_normalizer()
         refs = [norm(r) for r in p["ref"]]
         hyps = [norm(h) for h in p["hyp"]]
         scores["asr_wer"] = 100 * jiwer.wer(refs, hyps)
@@ -75,6 +105,9 @@ def score_system(
         scores["cont_nll"] = mean_nll(sys_dir / "nll")
         if (sys_dir / "nll_other").exists():
             scores["input_gain"] = mean_nll(sys_dir / "nll_other") - scores["cont_nll"]
+    if (sys_dir / "slot_length").exists():
+        lengths = [int(v) for _, v in read_kv(sys_dir / "slot_length")]
+        scores["positions"] = sum(lengths) / max(len(lengths), 1)
     return scores
 
 
@@ -116,6 +149,33 @@ def results_table(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
+@typechecked
+def compare_table(exps: List[Path], dset: str, system: str = "blsp") -> str:
+    """A markdown table of trained experiments side by side on one test set:
+    the results columns plus trainable parameters (from ``train.log``), the
+    training's wall-clock seconds and the LLM positions the speech fills."""
+    lines = [
+        f"| {dset} | continuation chrF ↑ | continuation BLEU ↑ | ASR WER % ↓ | continuation loss ↓ "
+        "| loss drop from own input ↑ | trainable parameters | training seconds | LLM positions per utterance |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for exp in exps:
+        score = exp / "eval" / dset / system / "score.json"
+        if not score.exists():
+            raise FileNotFoundError(f"{score}: no scores (run stages 7-8 of {exp.name} first)")
+        s = json.loads(score.read_text())
+        cells = [f"{s[k]:.2f}" if k in s else "–" for k in ("cont_chrf", "cont_bleu", "asr_wer", "cont_nll", "input_gain")]
+        params = re.findall(r"Trainable parameters: ([\d,]+)", (exp / "train.log").read_text())
+        seconds = exp / "train_seconds"
+        cells += [
+            params[-1] if params else "–",
+            seconds.read_text().strip() if seconds.exists() else "–",
+            f"{s['positions']:.1f}" if "positions" in s else "–",
+        ]
+        lines.append(f"| {exp.name.removeprefix('blsp_')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(cmd: Optional[List[str]] = None):
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -123,15 +183,17 @@ def main(cmd: Optional[List[str]] = None):
     parser.add_argument("--ref_text", type=Path, help="reference transcripts")
     parser.add_argument("--ref_continuation", type=Path, help="Text+LLM continuations")
     parser.add_argument("--results", type=Path, help="make the table from this dir")
-    parser.add_argument("--out", type=Path, help="markdown output (with --results)")
+    parser.add_argument("--out", type=Path, help="markdown output (with --results or --compare)")
+    parser.add_argument("--compare", type=Path, nargs="+", help="experiment dirs to tabulate side by side")
+    parser.add_argument("--set", help="the test set of --compare")
     args = parser.parse_args(cmd)
     setup(args)
     if args.sys_dir:
         scores = score_system(args.sys_dir, args.ref_text, args.ref_continuation)
         (args.sys_dir / "score.json").write_text(json.dumps(scores, indent=1) + "\n")
         logging.info(f"{args.sys_dir}: {scores}")
-    if args.results:
-        table = results_table(args.results)
+    if args.results or args.compare:
+        table = results_table(args.results) if args.results else compare_table(args.compare, args.set)
         print(table)
         if args.out:
             args.out.write_text(table)

@@ -11,7 +11,12 @@ class AbsSpeechEncoder(torch.nn.Module, ABC):
 
     @abstractmethod
     def output_size(self) -> int:
-        """Width of each output frame."""
+        """Width of each output frame (all handed-over layers together)."""
+
+    def num_layers(self) -> int:
+        """How many encoder layers each frame holds, concatenated on the
+        feature axis (layer-major); adapters such as the Q-Former split them."""
+        return 1
 
     @abstractmethod
     def forward(

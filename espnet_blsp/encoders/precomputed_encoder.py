@@ -1,6 +1,6 @@
 """Identity encoder for encoder outputs dumped once by ``dump_encoder``."""
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from typeguard import typechecked
@@ -16,18 +16,24 @@ class PrecomputedEncoder(AbsSpeechEncoder):
 
     Args:
         output_size: Width of the cached frames.
-        dumped_from: The encoder that made them (HF Whisper name or dir), so
-            inference on waveforms can run it.
+        num_layers: Encoder layers each frame holds (concatenated).
+        dumped_from: The encoder that made them, as ``dump_encoder`` records
+            it (``{"encoder": name, "encoder_conf": {...}}``), so inference on
+            waveforms can run it.
     """
 
     @typechecked
-    def __init__(self, output_size: int, dumped_from: Optional[str] = None):
+    def __init__(self, output_size: int, num_layers: int = 1, dumped_from: Optional[Dict] = None):
         super().__init__()
         self._output_size = output_size
+        self._num_layers = num_layers
         self.dumped_from = dumped_from
 
     def output_size(self) -> int:
         return self._output_size
+
+    def num_layers(self) -> int:
+        return self._num_layers
 
     def forward(
         self, speech: torch.Tensor, speech_lengths: torch.Tensor

@@ -1,6 +1,6 @@
 """Frozen Whisper encoder from any HF checkpoint (hub name or local dir)."""
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from typeguard import typechecked
@@ -28,11 +28,19 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
         model_name_or_path: HF hub name or local checkpoint dir.
         dtype: Compute dtype of the frozen weights ("float32", "bfloat16", ...).
         pad_to_30s: Pad every window to 30 s, as Whisper's own decoding does.
+        layers: Encoder layers to hand over (0-based; layer k's output before
+            the final LayerNorm, as DeSTA2's training code taps them),
+            concatenated on the feature axis in this order. None: the final
+            output (after the LayerNorm), as BLSP uses it.
     """
 
     @typechecked
     def __init__(
-        self, model_name_or_path: str, dtype: str = "float32", pad_to_30s: bool = False
+        self,
+        model_name_or_path: str,
+        dtype: str = "float32",
+        pad_to_30s: bool = False,
+        layers: Optional[List[int]] = None,
     ):
         super().__init__()
         from transformers import WhisperFeatureExtractor, WhisperModel
@@ -45,10 +53,17 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
         )
         self.encoder = whisper.get_encoder()
         self.pad_to_30s = pad_to_30s
+        depth = len(self.encoder.layers)
+        if layers is not None and (not layers or not all(0 <= k < depth for k in layers)):
+            raise ValueError(f"layers must be a non-empty list of 0..{depth - 1}, got {layers}")
+        self.layers = layers
         self.freeze()
 
+    def num_layers(self) -> int:
+        return len(self.layers) if self.layers else 1
+
     def output_size(self) -> int:
-        return self.encoder.config.d_model
+        return self.encoder.config.d_model * self.num_layers()
 
     @torch.no_grad()
     def forward(
@@ -72,11 +87,11 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
         ).input_features
         param = next(self.encoder.parameters())
         mel = mel.to(param.device, param.dtype)
-        if self.pad_to_30s:
-            hidden = self.encoder(mel).last_hidden_state
+        if self.pad_to_30s:  # every frame is real: padding is part of the input
+            mel_frames = torch.full((mel.size(0),), mel.size(-1), device=mel.device)
         else:
             mel_frames = torch.tensor([w.numel() // 160 for w in windows], device=mel.device)
-            hidden = self._encode_unpadded(mel, mel_frames)
+        hidden = self._encode(mel, mel_frames)
         per_utt: List[List[torch.Tensor]] = [[] for _ in range(speech.size(0))]
         for h, w, i in zip(hidden, windows, owners):
             per_utt[i].append(h[: valid_frames(w.numel())])
@@ -85,11 +100,15 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
         out = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
         return out.float(), lengths
 
-    def _encode_unpadded(self, mel: torch.Tensor, mel_frames: torch.Tensor) -> torch.Tensor:
+    def _encode(self, mel: torch.Tensor, mel_frames: torch.Tensor) -> torch.Tensor:
         """Whisper's encoder forward at the batch's length, padding masked.
 
         Padded positions are zeroed before each convolution (as its own zero
         padding would be) and masked as attention keys.
+
+        Returns:
+            (B, T, D) final outputs, or (B, T, len(layers) * D) the chosen
+            layers' outputs.
         """
         enc = self.encoder
         x = mel * _frame_mask(mel_frames, mel.size(-1), mel.dtype)[:, None]
@@ -101,9 +120,14 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
         keep = _frame_mask(frames, x.size(1), torch.bool)
         mask = torch.zeros(keep.shape, dtype=x.dtype, device=x.device)
         mask = mask.masked_fill(~keep, torch.finfo(x.dtype).min)[:, None, None, :]
-        for layer in enc.layers:
+        taps = {}
+        for k, layer in enumerate(enc.layers):
             x = layer(x, mask)
-        return enc.layer_norm(x)
+            if self.layers is not None and k in self.layers:
+                taps[k] = x
+        if self.layers is None:
+            return enc.layer_norm(x)
+        return torch.cat([taps[k] for k in self.layers], dim=-1)
 
 
 def _frame_mask(lengths: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:

@@ -1,12 +1,13 @@
-"""LLM input batches: prompt + slot (+ response), and decoding from them."""
+"""LLM input batches: prompts with their slots filled (+ response), and
+decoding from them."""
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from espnet_blsp.llm.abs_llm import AbsLLM
-from espnet_blsp.llm.prompt import Prompt
+from espnet_blsp.llm.prompt import SPEECH, Prompt, shared_prefix
 
 IGNORE_ID = -100
 
@@ -29,59 +30,87 @@ class LLMBatch:
     labels: torch.Tensor
 
 
-def embed_ids(llm: AbsLLM, ids: Sequence[int]) -> torch.Tensor:
+# What fills each slot of one utterance's prompt: (n, D) embeddings (the
+# speech) or (n,) token ids (text tokenized by the preprocessor).
+Row = Dict[str, torch.Tensor]
+Prompts = Union[Prompt, Sequence[Prompt]]
+
+
+def embed_ids(llm: AbsLLM, ids: Union[Sequence[int], torch.Tensor]) -> torch.Tensor:
     """Token ids -> the LLM's input embeddings, on the LLM's device."""
     device = llm.get_device()
-    return llm.embed(torch.tensor(list(ids), dtype=torch.long, device=device))
+    return llm.embed(torch.as_tensor(ids, dtype=torch.long).to(device))
 
 
-def text_slots(llm: AbsLLM, texts: Sequence[str], prompt: Prompt) -> List[torch.Tensor]:
-    """Transcripts -> their token embeddings, to stand in the slot."""
-    tok = llm.tokenizer
-    return [
-        embed_ids(llm, tok(prompt.slot_lead + t, add_special_tokens=False).input_ids)
-        for t in texts
-    ]
+def text_rows(llm: AbsLLM, texts: Sequence[str], prompt: Prompt, slot: str = SPEECH) -> List[Row]:
+    """Texts tokenized to stand in ``slot`` (the Text+LLM path: the transcript
+    where the speech would be), as the full prompt typed out would read."""
+    tok, lead = llm.tokenizer, prompt.lead(slot)
+    return [{slot: torch.tensor(tok(lead + t, add_special_tokens=False).input_ids)} for t in texts]
+
+
+def per_row(prompts: Prompts, n: int) -> List[Prompt]:
+    """One prompt for every row, or the rows' own."""
+    if isinstance(prompts, Prompt):
+        return [prompts] * n
+    if len(prompts) != n:
+        raise ValueError(f"{len(prompts)} prompts for {n} rows")
+    return list(prompts)
 
 
 def assemble(
     llm: AbsLLM,
-    slots: Sequence[torch.Tensor],
-    prompt: Prompt,
+    rows: Sequence[Row],
+    prompts: Prompts,
     targets: Optional[Sequence[Sequence[int]]] = None,
     left_pad: bool = False,
-    with_prefix: bool = True,
+    cached: Sequence[int] = (),
 ) -> LLMBatch:
-    """Builds ``prefix + slot + suffix [+ target + end]`` rows.
+    """Builds ``segment slot segment ... [response end]`` rows.
 
     Padding goes only at one end of each row (right for training, left for
-    generation), and position ids count real positions only. Without
-    ``with_prefix`` the rows start at the slot (positions after the prefix),
-    for an LLM that reads the shared prefix from its cache.
+    generation), and position ids count real positions only.
+
+    Args:
+        rows: What fills each row's slots, by slot name.
+        prompts: One prompt for all rows, or one per row (task mixing).
+        targets: Response ids per row; labelled, with the prompt's end id.
+        cached: Ids every prompt starts with that the LLM reads from its
+            cache: rows start after them (positions too).
     """
-    prefix = embed_ids(llm, prompt.prefix)
-    suffix = embed_ids(llm, prompt.suffix)
-    head = [prefix] if with_prefix else []
-    offset = 0 if with_prefix else len(prompt.prefix)
-    rows, labels = [], []
-    for i, slot in enumerate(slots):
-        parts = head + [slot.to(prefix.dtype), suffix]
-        row_labels = [IGNORE_ID] * sum(p.size(0) for p in parts)
+    prompts = per_row(prompts, len(rows))
+    segments = {}  # the embedded text around the slots, once per distinct prompt
+    for p in prompts:
+        if id(p) not in segments:
+            ids = [p.segments[0][len(cached) :]] + p.segments[1:]
+            segments[id(p)] = [embed_ids(llm, s) for s in ids]
+    dtype = segments[id(prompts[0])][0].dtype
+    parts_of, labels = [], []
+    for i, (row, p) in enumerate(zip(rows, prompts)):
+        segs = segments[id(p)]
+        parts = [segs[0]]
+        for k, name in enumerate(p.slots):
+            if name not in row:
+                raise ValueError(f"row {i}: nothing fills the prompt's <{name}> slot")
+            value = row[name]
+            parts += [value.to(dtype) if value.is_floating_point() else embed_ids(llm, value), segs[k + 1]]
+        row_labels = [IGNORE_ID] * sum(x.size(0) for x in parts)
         if targets is not None:
-            response = list(targets[i]) + [prompt.end]
+            response = list(targets[i]) + [p.end]
             parts.append(embed_ids(llm, response))
             row_labels += response
-        rows.append(torch.cat(parts))
+        parts_of.append(torch.cat(parts))
         labels.append(row_labels)
-    length = max(r.size(0) for r in rows)
-    dim, device = prefix.size(-1), prefix.device
+    length = max(r.size(0) for r in parts_of)
+    first = parts_of[0]
+    device, offset = first.device, len(cached)
     batch = LLMBatch(
-        embeds=prefix.new_zeros(len(rows), length, dim),
+        embeds=first.new_zeros(len(rows), length, first.size(-1)),
         mask=torch.zeros(len(rows), length, dtype=torch.long, device=device),
         positions=torch.zeros(len(rows), length, dtype=torch.long, device=device),
         labels=torch.full((len(rows), length), IGNORE_ID, device=device),
     )
-    for i, (row, lab) in enumerate(zip(rows, labels)):
+    for i, (row, lab) in enumerate(zip(parts_of, labels)):
         n = row.size(0)
         span = slice(length - n, length) if left_pad else slice(0, n)
         batch.embeds[i, span] = row
@@ -91,44 +120,34 @@ def assemble(
     return batch
 
 
-def response_nll(
-    llm: AbsLLM,
-    slots: Sequence[torch.Tensor],
-    prompt: Prompt,
-    targets: Sequence[Sequence[int]],
-):
-    """Teacher-forced NLL of each target response after its slot.
-
-    The prompt's prefix is the same for every row and comes before anything
-    trainable, so the LLM reads it from a cache instead of recomputing it.
-
-    Returns:
-        (N,) NLL per target token (and end token), (N,) the row each belongs
-        to, and (N,) whether the argmax prediction was right.
-    """
-    batch = assemble(llm, slots, prompt, targets, with_prefix=False)
-    return token_nll(llm, batch, prefix=prompt.prefix)
-
-
 def response_logits(
     llm: AbsLLM,
-    slots: Sequence[torch.Tensor],
-    prompt: Prompt,
+    rows: Sequence[Row],
+    prompts: Prompts,
     targets: Sequence[Sequence[int]],
 ):
-    """Like :func:`response_nll` but returns :func:`token_logits`' outputs."""
-    batch = assemble(llm, slots, prompt, targets, with_prefix=False)
-    return token_logits(llm, batch, prefix=prompt.prefix)
+    """Teacher-forced logits of each target response after its prompt.
+
+    The ids all prompts start with come before anything trainable, so the
+    LLM reads them from a cache instead of recomputing them.
+
+    Returns:
+        :func:`token_logits`' outputs.
+    """
+    cached = shared_prefix(per_row(prompts, len(rows)))
+    batch = assemble(llm, rows, prompts, targets, cached=cached)
+    return token_logits(llm, batch, prefix=cached)
 
 
 @torch.no_grad()
 def response_scores(
-    llm: AbsLLM, slots: Sequence[torch.Tensor], prompt: Prompt, responses: Sequence[str]
+    llm: AbsLLM, rows: Sequence[Row], prompt: Prompt, responses: Sequence[str]
 ) -> List[Tuple[float, int]]:
-    """Summed NLL and token count of each response text after its slot."""
+    """Summed NLL and token count of each response text after its prompt."""
     targets = [llm.tokenizer(r, add_special_tokens=False).input_ids for r in responses]
-    nll, rows, _ = response_nll(llm, slots, prompt, targets)
-    return [(float(nll[rows == i].sum()), int((rows == i).sum())) for i in range(len(targets))]
+    logits, target, row = response_logits(llm, rows, prompt, targets)
+    nll = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    return [(float(nll[row == i].sum()), int((row == i).sum())) for i in range(len(targets))]
 
 
 def token_logits(llm: AbsLLM, batch: LLMBatch, prefix: Sequence[int] = ()):
@@ -147,27 +166,13 @@ def token_logits(llm: AbsLLM, batch: LLMBatch, prefix: Sequence[int] = ()):
     return llm.logits(hidden[:, :-1][keep]), target[keep], keep.nonzero()[:, 0]
 
 
-def token_nll(llm: AbsLLM, batch: LLMBatch, prefix: Sequence[int] = ()):
-    """Per-token NLL of the labelled positions of ``batch``.
-
-    Returns:
-        (N,) NLL per labelled token, (N,) the row each belongs to, and (N,)
-        whether the argmax prediction was right.
-    """
-    logits, target, rows = token_logits(llm, batch, prefix)
-    nll = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-    return nll, rows, logits.argmax(-1) == target
-
-
 @torch.no_grad()
-def generate(
-    llm: AbsLLM, slots: Sequence[torch.Tensor], prompt: Prompt, **generate_kwargs
-) -> List[str]:
-    """Responses to the prompt with each slot filled (greedy unless told)."""
-    batch = assemble(llm, slots, prompt, left_pad=True, with_prefix=False)
+def generate(llm: AbsLLM, rows: Sequence[Row], prompts: Prompts, **generate_kwargs) -> List[str]:
+    """Responses to the prompts with their slots filled (greedy unless told)."""
+    prompts = per_row(prompts, len(rows))
+    cached = shared_prefix(prompts)
+    batch = assemble(llm, rows, prompts, left_pad=True, cached=cached)
     tok = llm.tokenizer
-    eos = [prompt.end] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
-    ids = llm.generate(
-        batch.embeds, batch.mask, prefix=prompt.prefix, eos_token_id=eos, **generate_kwargs
-    )
+    eos = sorted({p.end for p in prompts} | ({tok.eos_token_id} - {None}))
+    ids = llm.generate(batch.embeds, batch.mask, prefix=cached, eos_token_id=eos, **generate_kwargs)
     return [tok.decode(row, skip_special_tokens=True).strip() for row in ids]

@@ -1,78 +1,123 @@
-"""Builds the LLM prompt around a speech (or transcript) slot."""
+"""Prompts with named slots (``<speech>``, ``<transcript>``, ...) in chat turns.
 
+A prompt is written as one user instruction (a string) or as a list of chat
+turns; each slot names what stands there: ``<speech>`` the adapter's
+embeddings, any other slot the tokens of the data of that name (e.g. an ASR
+hypothesis). The text between slots is tokenized here, once.
+"""
+
+import re
 from dataclasses import dataclass
-from typing import List
+from typing import Dict, List, Sequence, Union
 
 from typeguard import typechecked
 
-SPEECH_SLOT = "<speech>"
-CONTINUATION_INSTRUCTION = (
-    "Continue the following text in a coherent and engaging style with less "
-    "than 40 words. " + SPEECH_SLOT
-)
+SPEECH = "speech"
+# Data that can fill a slot: the speech, or text tokenized by the preprocessor.
+TEXT_SLOTS = ("transcript", "asr_hyp")
+SLOT_PATTERN = re.compile(r"<(%s)>" % "|".join((SPEECH,) + TEXT_SLOTS))
+
+# The one source of each instruction; configs name them (``instruction: continuation``).
+INSTRUCTIONS = {
+    # BLSP step 1 and training (arXiv 2309.00916).
+    "continuation": "Continue the following text in a coherent and engaging style "
+    "with less than 40 words. <speech>",
+    "transcription": "Transcribe the following speech into text. <speech>",
+}
 # The BLSP paper's template for LLMs without a chat template.
 PAPER_TEMPLATE = "###[Human]:{instruction}\n\n\n###[Assistant]:"
+
+Turns = List[Dict[str, str]]
+PromptSpec = Union[str, Turns]
 
 
 @dataclass
 class Prompt:
-    """Token ids around the slot.
+    """A tokenized prompt: text segments around named slots.
+
+    The LLM reads ``segments[0] slot[0] segments[1] ... slot[-1] segments[-1]``
+    and then the response.
 
     Attributes:
-        prefix: Ids before the slot (chat header, instruction start).
-        suffix: Ids after the slot, up to where the response starts.
-        slot_lead: Text glued before a transcript put in the slot (the space
-            the instruction had before the slot), so text and speech prompts
-            tokenize alike.
+        segments: Token ids of the text around the slots (one more than slots).
+        slots: Slot names in order.
+        leads: Per slot, the spaces the template had right before it: text
+            in that slot is tokenized with them glued on (``lead + text``),
+            as the full prompt typed out would be, while speech goes right
+            after the segment.
         end: Id closing the response (end of turn, or EOS).
     """
 
-    prefix: List[int]
-    suffix: List[int]
-    slot_lead: str
+    segments: List[List[int]]
+    slots: List[str]
+    leads: List[str]
     end: int
+
+    @property
+    def prefix(self) -> List[int]:
+        """Ids before the first slot: the same for every utterance."""
+        return self.segments[0]
+
+    def lead(self, slot: str) -> str:
+        """The lead of ``slot`` (see ``leads``)."""
+        return self.leads[self.slots.index(slot)]
+
+
+def resolve_instruction(spec: PromptSpec) -> PromptSpec:
+    """A registered instruction's text for its name; anything else as given."""
+    if isinstance(spec, str):
+        return INSTRUCTIONS.get(spec, spec)
+    return spec
 
 
 @typechecked
-def build_prompt(tokenizer, instruction: str, use_chat_template: bool = True) -> Prompt:
-    """Formats ``instruction`` as the LLM's user turn and splits it at the slot.
+def build_prompt(tokenizer, spec: PromptSpec, use_chat_template: bool = True) -> Prompt:
+    """Formats a prompt with the LLM's chat template and splits it at its slots.
 
     Args:
         tokenizer: The LLM's HF tokenizer.
-        instruction: Instruction text containing ``<speech>`` exactly once.
+        spec: An instruction (a name from ``INSTRUCTIONS`` or text: one user
+            turn) or chat turns ``[{"role": ..., "content": ...}, ...]``
+            (e.g. DeSTA2's ``audio`` turn with ``<speech><asr_hyp>`` before
+            the user turn). ``<speech>`` must occur exactly once.
         use_chat_template: Use the tokenizer's chat template when it has one;
-            otherwise the BLSP paper's ``###[Human]:`` template.
+            otherwise the BLSP paper's ``###[Human]:`` template, with the
+            turns' contents joined by newlines.
 
     Returns:
-        The prompt's token ids.
+        The prompt's token ids and slots.
     """
-    if instruction.count(SPEECH_SLOT) != 1:
-        raise ValueError(f"instruction must contain {SPEECH_SLOT} once: {instruction!r}")
+    spec = resolve_instruction(spec)
+    turns = [{"role": "user", "content": spec}] if isinstance(spec, str) else spec
+    text = "\n".join(t["content"] for t in turns)
+    if text.count(f"<{SPEECH}>") != 1:
+        raise ValueError(f"a prompt must contain <{SPEECH}> once: {spec!r}")
     if use_chat_template and tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": instruction}],
-            tokenize=False,
-            add_generation_prompt=True,
-        )
+        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         end = _end_of_turn(tokenizer)
     else:
-        text = PAPER_TEMPLATE.format(instruction=instruction)
+        text = PAPER_TEMPLATE.format(instruction=text)
         if tokenizer.bos_token:
             text = tokenizer.bos_token + text
         end = tokenizer.eos_token_id
-    before, after = text.split(SPEECH_SLOT)
-    head = before.rstrip()
-    return Prompt(
-        prefix=_ids(tokenizer, head),
-        suffix=_ids(tokenizer, after),
-        slot_lead=before[len(head) :],
-        end=end,
-    )
+    pieces = SLOT_PATTERN.split(text)  # text, slot, text, slot, ..., text
+    texts, slots = pieces[0::2], pieces[1::2]
+    if len(set(slots)) != len(slots):
+        raise ValueError(f"a slot occurs twice in {spec!r}")
+    segments, leads = [], []
+    for before in texts[:-1]:
+        # A space before a slot belongs to the text that fills it (BPE glues
+        # it to the next word); newlines belong to the template.
+        head = before.rstrip(" ")
+        segments.append(_ids(tokenizer, head))
+        leads.append(before[len(head) :])
+    segments.append(_ids(tokenizer, texts[-1]))
+    return Prompt(segments=segments, slots=slots, leads=leads, end=end)
 
 
 def _ids(tokenizer, text: str) -> List[int]:
     # The template already holds every special token it wants.
-    return tokenizer(text, add_special_tokens=False).input_ids
+    return tokenizer(text, add_special_tokens=False).input_ids if text else []
 
 
 def _end_of_turn(tokenizer) -> int:
@@ -85,3 +130,12 @@ def _end_of_turn(tokenizer) -> int:
     tail = text[text.rindex(marker) + len(marker) :]
     ids = _ids(tokenizer, tail.lstrip(" "))
     return ids[0] if ids else tokenizer.eos_token_id
+
+
+def shared_prefix(prompts: Sequence[Prompt]) -> List[int]:
+    """The longest run of ids every prompt starts with (read from the KV cache)."""
+    first = prompts[0].prefix
+    n = len(first)
+    for p in prompts[1:]:
+        n = next((i for i, (a, b) in enumerate(zip(first[:n], p.prefix)) if a != b), min(n, len(p.prefix)))
+    return first[:n]

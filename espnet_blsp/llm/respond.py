@@ -7,14 +7,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from espnet_blsp.llm.abs_llm import AbsLLM
-from espnet_blsp.llm.batch import generate, response_scores
+from espnet_blsp.llm.batch import Row, generate, response_scores
 from espnet_blsp.llm.prompt import Prompt
 from espnet_blsp.utils.audio import length_sorted_batches
 from espnet_blsp.utils.progress import Progress
 from espnet_blsp.utils.resumable import ResumableWriter
 
-# Builds the slot embeddings of the utterances at these indices.
-SlotMaker = Callable[[List[int], Prompt], List[torch.Tensor]]
+# What fills the prompt's slots for the utterances at these indices.
+RowMaker = Callable[[List[int]], List[Row]]
 
 
 @torch.no_grad()
@@ -23,7 +23,7 @@ def respond(
     prompt: Prompt,
     keys: Sequence[str],
     sizes: Sequence[int],
-    make_slots: SlotMaker,
+    make_rows: RowMaker,
     output: Path,
     batch_size: int,
     generate_kwargs: Dict,
@@ -55,14 +55,14 @@ def respond(
         batches = length_sorted_batches(todo, [sizes[i] for i in todo], batch_size)
         for batch in batches:
             batch = [todo[j] for j in batch]
-            slots = make_slots(batch, prompt)
+            rows = make_rows(batch)
             if references is None:
-                values = generate(llm, slots, prompt, **generate_kwargs)
+                values = generate(llm, rows, prompt, **generate_kwargs)
                 for i, v in zip(batch, values):
                     if not v:
                         logging.warning(f"{output}: utterance {keys[i]}: empty response")
             else:
-                scores = response_scores(llm, slots, prompt, [references[keys[i]] for i in batch])
+                scores = response_scores(llm, rows, prompt, [references[keys[i]] for i in batch])
                 values = [f"{s:.4f} {n}" for s, n in scores]
             out.write_batch([(keys[i], v) for i, v in zip(batch, values)])
             progress.update(len(batch))

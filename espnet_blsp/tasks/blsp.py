@@ -1,30 +1,42 @@
-"""BLSPTask: where ESPnet's task framework meets the BLSP model."""
+"""BLSPTask: where ESPnet's task framework meets our speech-LLM models."""
 
 import argparse
 import logging
-from typing import Callable, Collection, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Collection, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+import yaml
 from espnet2.tasks.abs_task import AbsTask, optim_classes
+from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
 from espnet2.train.collate_fn import CommonCollateFn
 from espnet2.train.trainer import Trainer
-from espnet2.utils.get_default_kwargs import get_default_kwargs
-from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str2bool
 from typeguard import typechecked
 
 from espnet_blsp.adapters.abs_adapter import AbsAdapter
+from espnet_blsp.adapters.cif_adapter import CIFAdapter
 from espnet_blsp.adapters.conv_glu_adapter import ConvGLUAdapter
+from espnet_blsp.adapters.qformer_adapter import QFormerAdapter
+from espnet_blsp.adapters.stack_swiglu_adapter import StackSwiGLUAdapter
 from espnet_blsp.encoders.abs_encoder import AbsSpeechEncoder
 from espnet_blsp.encoders.precomputed_encoder import PrecomputedEncoder
 from espnet_blsp.encoders.whisper_encoder import WhisperSpeechEncoder
 from espnet_blsp.llm.abs_llm import AbsLLM
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
+from espnet_blsp.llm.prompt import TEXT_SLOTS
+from espnet_blsp.llm.task_mix import build_tasks, choose_task, text_leads
 from espnet_blsp.models.blsp import BLSPModel
 from espnet_blsp.utils.text import sentence_case
 
+model_choices = ClassChoices(
+    "model",
+    classes=dict(blsp=BLSPModel),
+    type_check=AbsESPnetModel,
+    default="blsp",
+)
 encoder_choices = ClassChoices(
     "encoder",
     classes=dict(whisper=WhisperSpeechEncoder, precomputed=PrecomputedEncoder),
@@ -34,7 +46,12 @@ encoder_choices = ClassChoices(
 # "--adapter" is taken by ESPnet's LoRA/Houlsby fine-tuning options.
 adapter_choices = ClassChoices(
     "speech_adapter",
-    classes=dict(conv_glu=ConvGLUAdapter),
+    classes=dict(
+        conv_glu=ConvGLUAdapter,
+        stack_swiglu=StackSwiGLUAdapter,
+        qformer=QFormerAdapter,
+        cif=CIFAdapter,
+    ),
     type_check=AbsAdapter,
     default="conv_glu",
 )
@@ -46,30 +63,62 @@ llm_choices = ClassChoices(
 )
 
 
-class ResponseTokenizer:
-    """Preprocess: the target response (and transcript) -> the LLM's token ids.
+class PromptPreprocessor:
+    """Preprocess: picks each utterance's task and tokenizes its texts once.
+
+    The task's target text (``response``, or e.g. the ``transcript`` for
+    transcription) becomes ``response`` ids and its index ``task``; text slot
+    data (``transcript``, ``asr_hyp``) become ids tokenized as the prompt
+    reads them (with the slot's lead, see ``llm.prompt.Prompt``).
 
     Args:
         tokenizer_path: Where the LLM's tokenizer lives (its checkpoint).
         gguf_file: GGUF file name, when the LLM is loaded from one.
+        model_conf: The model's config (its instruction or tasks).
+        train: Draw tasks at random (else by utterance id).
     """
 
-    def __init__(self, tokenizer_path: str, gguf_file: Optional[str] = None):
+    def __init__(
+        self, tokenizer_path: str, gguf_file: Optional[str], model_conf: Dict[str, Any], train: bool
+    ):
         self.tokenizer_path = tokenizer_path
         self.gguf_file = gguf_file
+        self.model_conf = model_conf
+        self.train = train
         self._tokenizer = None  # loaded lazily, once per data-loader worker
+        self._tasks = None
 
     def __call__(self, uid: str, data: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        for name in ("text", "transcript"):
-            if name in data:
-                text = str(data[name]).strip()
-                if not text:
-                    raise ValueError(f"utterance {uid}: empty {name}")
-                if name == "transcript":
-                    text = sentence_case(text)  # as the LLM read it in step 1
-                ids = self.tokenizer(text, add_special_tokens=False).input_ids
-                data[name] = np.asarray(ids, dtype=np.int64)
+        tasks, leads = self.tasks
+        texts = {name: self.text(uid, data, name) for name in ("response",) + TEXT_SLOTS if name in data}
+        for name in TEXT_SLOTS:
+            if name in texts:
+                data[name] = self.ids(leads[name] + texts[name])
+        k = choose_task(tasks, uid, self.train)
+        target = tasks[k].target
+        if target in texts:
+            data["response"] = self.ids(texts[target])
+        elif self.needs_target:
+            raise ValueError(f"utterance {uid}: no {target!r} data, the target of task {k}")
+        if len(tasks) > 1:
+            data["task"] = np.asarray([k], dtype=np.int64)
         return data
+
+    @property
+    def needs_target(self) -> bool:
+        """Whether the model's losses read the LLM's answer (not CTC alone)."""
+        return self.model_conf.get("ctc_weight", 0.0) < 1
+
+    @staticmethod
+    def text(uid: str, data: Dict[str, np.ndarray], name: str) -> str:
+        text = str(data[name]).strip()
+        if not text:
+            raise ValueError(f"utterance {uid}: empty {name}")
+        # Transcripts as the LLM read them in step 1.
+        return sentence_case(text) if name == "transcript" else text
+
+    def ids(self, text: str) -> np.ndarray:
+        return np.asarray(self.tokenizer(text, add_special_tokens=False).input_ids, dtype=np.int64)
 
     @property
     def tokenizer(self):
@@ -80,33 +129,45 @@ class ResponseTokenizer:
             self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path, **extra)
         return self._tokenizer
 
+    @property
+    def tasks(self):
+        """The model's tasks and the lead of each text slot."""
+        if self._tasks is None:
+            conf = self.model_conf
+            tasks = build_tasks(
+                self.tokenizer, conf.get("instruction"), conf.get("tasks"), conf.get("use_chat_template", True)
+            )
+            self._tasks = tasks, text_leads(tasks)
+        return self._tasks
+
 
 class BLSPTask(AbsTask):
-    """Trains a modality adapter between a frozen speech encoder and LLM."""
+    """Trains a modality adapter (and optionally LoRA) between a frozen speech
+    encoder and an LLM."""
 
     num_optimizers: int = 1
-    class_choices_list = [encoder_choices, adapter_choices, llm_choices]
+    class_choices_list = [model_choices, encoder_choices, adapter_choices, llm_choices]
     trainer = Trainer
 
     @classmethod
     @typechecked
     def add_task_arguments(cls, parser: argparse.ArgumentParser):
-        group = parser.add_argument_group(description="Task related")
-        group.add_argument(
-            "--model_conf",
-            action=NestedDictAction,
-            default=get_default_kwargs(BLSPModel),
-            help="Keyword arguments of BLSPModel (instruction, ...)",
-        )
         group = parser.add_argument_group(description="Preprocess related")
         group.add_argument(
             "--use_preprocessor",
             type=str2bool,
             default=True,
-            help="Tokenize the target text with the LLM's tokenizer",
+            help="Tokenize texts with the LLM's tokenizer and draw each utterance's task",
         )
         for class_choices in cls.class_choices_list:
             class_choices.add_arguments(group)
+
+    @classmethod
+    def main_worker(cls, args: argparse.Namespace):
+        if args.collect_stats:
+            # Shapes need no model: ESPnet then skips building it (and the LLM).
+            args.model_conf = {**args.model_conf, "extract_feats_in_collect_stats": False}
+        super().main_worker(args)
 
     @classmethod
     @typechecked
@@ -123,26 +184,29 @@ class BLSPTask(AbsTask):
     ) -> Optional[Callable[[str, Dict[str, np.array]], Dict[str, np.ndarray]]]:
         if not args.use_preprocessor:
             return None
-        return ResponseTokenizer(
-            args.llm_conf["model_name_or_path"], args.llm_conf.get("gguf_file")
+        return PromptPreprocessor(
+            args.llm_conf["model_name_or_path"], args.llm_conf.get("gguf_file"), args.model_conf, train
         )
 
     @classmethod
     def required_data_names(
         cls, train: bool = True, inference: bool = False
     ) -> Tuple[str, ...]:
-        return ("speech",) if inference else ("speech", "text")
+        return ("speech",)
 
     @classmethod
     def optional_data_names(
         cls, train: bool = True, inference: bool = False
     ) -> Tuple[str, ...]:
-        # The transcript, for the auxiliary CTC and KD losses (model_conf.ctc_weight, kd_weight).
-        return ("transcript",)
+        # response: the target (e.g. the LLM's continuation); transcript: the
+        # Kaldi text; asr_hyp: an ASR hypothesis. Which are needed depends on
+        # the tasks, prompts and losses of model_conf.
+        return ("response",) + TEXT_SLOTS
 
     @classmethod
     @typechecked
-    def build_model(cls, args: argparse.Namespace) -> BLSPModel:
+    def build_model(cls, args: argparse.Namespace) -> AbsESPnetModel:
+        resolve_paths(args)
         encoder = encoder_choices.get_class(args.encoder)(**args.encoder_conf)
         llm = llm_choices.get_class(args.llm)(**args.llm_conf)
         adapter_conf = dict(args.speech_adapter_conf)
@@ -152,20 +216,62 @@ class BLSPTask(AbsTask):
         adapter = adapter_choices.get_class(args.speech_adapter)(
             input_size=encoder.output_size(),
             output_size=llm.hidden_size(),
+            input_layers=encoder.num_layers(),
             **adapter_conf,
         )
-        model = BLSPModel(encoder=encoder, adapter=adapter, llm=llm, **args.model_conf)
+        model_class = model_choices.get_class(getattr(args, "model", None) or "blsp")
+        model = model_class(encoder=encoder, adapter=adapter, llm=llm, **args.model_conf)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        logging.info(f"Trainable parameters: {trainable:,} (the adapter and its CTC head)")
+        logging.info(f"Trainable parameters: {trainable:,}")
         return model
 
     @classmethod
     def build_optimizers(
         cls, args: argparse.Namespace, model: torch.nn.Module
     ) -> List[torch.optim.Optimizer]:
-        # Only the adapter reaches the optimizer: frozen weights need no state.
+        # Only what trains reaches the optimizer: frozen weights need no state.
         optim_class = optim_classes.get(args.optim)
         if optim_class is None:
             raise ValueError(f"--optim must be one of {list(optim_classes)}: {args.optim}")
         params = [p for p in model.parameters() if p.requires_grad]
         return [optim_class(params, **args.optim_conf)]
+
+
+def resolve_paths(args: argparse.Namespace) -> None:
+    """Makes the config self-contained and loadable from any directory.
+
+    Local model paths become absolute (a hub name stays as it is), and a
+    precomputed encoder's ``dumped_from`` given as the path of a dump's
+    ``encoder.yaml`` is replaced by its content. ESPnet writes config.yaml
+    after building the model, so the saved config has the resolved values.
+    """
+    for conf in (args.llm_conf, args.encoder_conf):
+        path = conf.get("model_name_or_path")
+        if path and Path(path).exists():
+            conf["model_name_or_path"] = str(Path(path).resolve())
+    source = args.encoder_conf.get("dumped_from")
+    if args.encoder == "precomputed" and isinstance(source, str):
+        asked = args.encoder_conf
+        args.encoder_conf = read_dump_record(Path(source))
+        made = args.encoder_conf["dumped_from"]["encoder_conf"]
+        for key, value in asked.items():
+            # Paths and compute dtype may differ; what the frames hold may not.
+            if key not in ("dumped_from", "model_name_or_path", "dtype") and made.get(key) != value:
+                raise ValueError(f"encoder_conf.{key}={value!r}, but {source} was dumped with {made.get(key)!r}")
+
+
+def read_dump_record(path: Path) -> Dict[str, Any]:
+    """A precomputed encoder's settings from a dump's ``encoder.yaml``."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such encoder dump record (written by espnet_blsp.bin.dump_encoder)")
+    record = yaml.safe_load(path.read_text())
+    return {
+        "output_size": record["output_size"],
+        "num_layers": record["num_layers"],
+        "dumped_from": {"encoder": record["encoder"], "encoder_conf": record["encoder_conf"]},
+    }
+
+
+def build_encoder(spec: Dict[str, Any]) -> AbsSpeechEncoder:
+    """An encoder from ``{"encoder": name, "encoder_conf": {...}}``."""
+    return encoder_choices.get_class(spec["encoder"])(**spec["encoder_conf"])

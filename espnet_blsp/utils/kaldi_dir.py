@@ -68,13 +68,18 @@ def check_same_keys(reference: PathLike, other: PathLike) -> None:
 @typechecked
 def write_kv(path: PathLike, pairs: Iterable[Tuple[str, str]]) -> None:
     """Writes ``key value`` lines atomically (temp file, fsync, rename)."""
+    write_text(path, "".join(f"{k} {v}\n" for k, v in pairs))
+
+
+@typechecked
+def write_text(path: PathLike, text: str) -> None:
+    """Writes a file atomically (temp file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for k, v in pairs:
-                f.write(f"{k} {v}\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTH = REPO / "egs2/mini_librispeech_synth/blsp/local/synthesize.py"
 
 COMMON_CONFIG = """\
-encoder: precomputed
+encoder: whisper
 speech_adapter: conv_glu
 speech_adapter_conf: {bottleneck_dim: 16}
 llm: hf_causal_lm
@@ -32,7 +33,8 @@ batch_type: numel
 batch_bins: 4000
 """
 TRAIN_CONFIG = COMMON_CONFIG + """\
-model_conf: {ctc_compress: true}
+model_conf:
+  ctc_compress: true
 optim: adamw
 optim_conf: {lr: 0.001}
 max_epoch: 2
@@ -94,13 +96,20 @@ def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
     assert (data / "utt2gender").exists()
     cont = (recipe / "dump/raw/train_960/continuation").read_text().splitlines()
     assert len(cont) == 3
+    record = yaml.safe_load((recipe / "dump/encoder/train_960/encoder.yaml").read_text())
+    assert record["encoder"] == "whisper" and record["encoder_conf"]["model_name_or_path"] == str(tiny_whisper_dir)
+    assert "Skipping model building" in (recipe / "exp/blsp_stats/log/stats.log").read_text()
     prealigned = recipe / "exp/blsp_prealign_tiny/valid.loss.best.pth"
     assert "ctc_loss" in (prealigned.parent / "train.log").read_text()
     exp = recipe / "exp/blsp_train_tiny"
     assert (exp / "valid.loss.ave.pth").exists() and (exp / "2epoch.pth").exists()
+    assert int((exp / "train_seconds").read_text()) > 0
+    config = yaml.safe_load((exp / "config.yaml").read_text())
+    assert config["encoder_conf"]["dumped_from"] == {k: record[k] for k in ("encoder", "encoder_conf")}
     assert f"Loading pretrained params from {prealigned.relative_to(recipe)}" in (exp / "train.log").read_text()
     n_test = (recipe / "dump/raw/test_clean/continuation").read_text().count("\n")
     assert (exp / "eval/test_clean/blsp/nll_other").read_text().count("\n") == n_test
+    assert (exp / "eval/test_clean/text_llm/slot_length").read_text().count("\n") == n_test
     results = (recipe / "RESULTS.md").read_text()
     assert "loss drop from own input" in results
     for row in ("Text+LLM", "Untrained adapter", "BLSP (trained adapter)"):
@@ -110,3 +119,9 @@ def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
     rerun = subprocess.run(cmd + ["--stage", "7"], cwd=recipe, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert (exp / "eval/test_clean/blsp/continuation").stat().st_mtime == before
+    # A training prompt that is not the one the targets answer stops the recipe.
+    (recipe / "conf/train_other.yaml").write_text(
+        TRAIN_CONFIG.replace("model_conf:", "model_conf:\n  instruction: 'Say more. <speech>'"))
+    other = [c if c != "conf/train_tiny.yaml" else "conf/train_other.yaml" for c in cmd]
+    bad = subprocess.run(other + ["--stage", "6"], cwd=recipe, env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "Say more" in bad.stderr and "continuation_tiny.yaml" in bad.stderr

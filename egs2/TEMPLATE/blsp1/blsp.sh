@@ -38,9 +38,10 @@ encoder_dump_dtype=float32
 blsp_tag=
 inference_model=valid.loss.ave.pth
 inference_batch_size=16
-asr_instruction="Transcribe the following speech into text. <speech>"
+asr_instruction=transcription  # a name in espnet_blsp.llm.prompt.INSTRUCTIONS, or text with <speech>
 eval_cascade=true    # Whisper's transcript -> LLM (needs a Whisper with a decoder)
 eval_untrained=true  # the randomly initialised adapter, as a floor
+eval_text_llm=true   # the LLM reading the reference transcript, as a ceiling
 
 help_message=$(cat <<EOF2
 Usage: $0 --train_set <set> --valid_set <set> --test_sets "<set> ..." --llm <model> --whisper <model>
@@ -62,7 +63,7 @@ Options (default):
   --train_args: extra arguments for espnet_blsp.bin.blsp_train
   --prealign_config: a config (e.g. conf/prealign_ctc.yaml) whose model initialises BLSP training
   --use_encoder_dump ($use_encoder_dump) --inference_model ($inference_model)
-  --eval_cascade ($eval_cascade) --eval_untrained ($eval_untrained)
+  --eval_cascade ($eval_cascade) --eval_untrained ($eval_untrained) --eval_text_llm ($eval_text_llm)
 EOF2
 )
 
@@ -75,9 +76,17 @@ for v in train_set valid_set test_sets llm whisper; do
 done
 [ -n "${blsp_tag}" ] || blsp_tag=$(basename "${train_config}" .yaml)
 blsp_exp=${expdir}/blsp_${blsp_tag}
-stats_dir=${expdir}/blsp_stats
+# Dumps (and their shape statistics) differ by the encoder layers the config taps.
+encoder_tag=$(${python} -c "import sys, yaml; c = yaml.safe_load(open(sys.argv[1])).get('encoder_conf') or {}; print('_layers' + '-'.join(map(str, c['layers'])) if c.get('layers') else '')" "${train_config}")
+stats_dir=${expdir}/blsp_stats${encoder_tag}
 eval_dir=${blsp_exp}/eval
 all_sets="${train_set} ${valid_set} ${test_sets}"
+
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 3 ]; then
+  # The targets of stage 3 answer the continuation config's instruction: training must ask the same.
+  ${python} -m espnet_blsp.bin.check_instruction --generation_config "${continuation_config}" \
+    --train_config "${train_config}" ${prealign_config:+"${prealign_config}"}
+fi
 
 # Runs <cmd> over <nj> parts of <keys>: in <cmd>, @IN@ becomes a part (a
 # file of lines of <keys>) and @OUT@ that job's output dir. Then merges each
@@ -144,7 +153,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
 fi
 
 if "${use_encoder_dump}"; then
-  speech_scp=feats.scp; speech_type=kaldi_ark; speech_root=${dumpdir}/encoder
+  speech_scp=feats.scp; speech_type=kaldi_ark; speech_root=${dumpdir}/encoder${encoder_tag}
 else
   speech_scp=wav.scp; speech_type=sound; speech_root=${dumpdir}/raw
 fi
@@ -152,29 +161,29 @@ fi
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ] && "${use_encoder_dump}"; then
   log "Stage 4: encode speech once with the frozen encoder"
   for dset in ${all_sets}; do
-    out=${dumpdir}/encoder/${dset}
+    out=${speech_root}/${dset}
     [ -f "${out}/feats.scp" ] && { log "${out}/feats.scp exists, skipping"; continue; }
     mkdir -p "${out}"
     # Each job writes its own ark and, last, its feats.scp.
+    # The training config says which encoder (and which of its layers) to dump.
     run_split "${dumpdir}/raw/${dset}/wav.scp" "${out}" dump \
-      "${python} -m espnet_blsp.bin.dump_encoder --encoder ${whisper} --dtype ${encoder_dump_dtype} --num_threads ${num_threads} --wav_scp @IN@ --out_dir @OUT@" \
+      "${python} -m espnet_blsp.bin.dump_encoder --config ${train_config} --encoder_conf model_name_or_path=${whisper} --encoder_conf dtype=${encoder_dump_dtype} --num_threads ${num_threads} --wav_scp @IN@ --out_dir @OUT@" \
       feats.scp
+    cp "${out}/split_dump/out.1/encoder.yaml" "${out}/encoder.yaml"
   done
 fi
 
-encoder_args() {  # the encoder for training: Whisper itself, or its cached frames
+encoder_args() {  # the encoder for training: the config's, or its cached frames
   if "${use_encoder_dump}"; then
-    local width
-    width=$(${python} -c "import kaldiio,sys; print(next(iter(kaldiio.load_scp(sys.argv[1]).values())).shape[1])" "${dumpdir}/encoder/${train_set}/feats.scp")
-    echo "--encoder precomputed --encoder_conf output_size=${width} --encoder_conf dumped_from=${whisper}"
+    echo "--encoder precomputed --encoder_conf dumped_from=${speech_root}/${train_set}/encoder.yaml"
   else
-    echo "--encoder whisper --encoder_conf model_name_or_path=${whisper}"
+    echo "--encoder_conf model_name_or_path=${whisper}"
   fi
 }
 data_args() {  # <train|valid> <set>: targets first, so their keys drive the epoch
-  echo "--${1}_data_path_and_name_and_type ${dumpdir}/raw/${2}/continuation,text,text"
+  echo "--${1}_data_path_and_name_and_type ${dumpdir}/raw/${2}/continuation,response,text"
   echo "--${1}_data_path_and_name_and_type ${speech_root}/${2}/${speech_scp},speech,${speech_type}"
-  # The transcript, for the optional CTC and KD losses (model_conf.ctc_weight, kd_weight).
+  # The transcript: a target of transcription tasks, and for the CTC and KD losses.
   echo "--${1}_data_path_and_name_and_type ${dumpdir}/raw/${2}/text,transcript,text"
 }
 
@@ -187,23 +196,26 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
       --output_dir "${stats_dir}" ${train_args}
 fi
 
-# Trains a model with ESPnet's trainer (resuming an unfinished run).
+# Trains a model with ESPnet's trainer (resuming an unfinished run), and
+# writes the wall-clock seconds of the run that finished it to train_seconds.
 #   train <config> <exp dir> [blsp_train args]...
 train() {
   local config=$1 dir=$2
   shift 2
   mkdir -p "${dir}"
+  local start=${SECONDS}
   local ddp_args=""  # ESPnet's DDP: one process per GPU on this node
   [ "${ngpu}" -gt 1 ] && ddp_args="--multiprocessing_distributed true"
   OMP_NUM_THREADS=${train_threads} ${cuda_cmd} --gpu "${ngpu}" --num_threads "${train_threads}" "${dir}/train.log" \
     ${python} -m espnet_blsp.bin.blsp_train --ngpu "${ngpu}" \
       --config "${config}" $(encoder_args) --llm_conf model_name_or_path="${llm}" \
       $(data_args train "${train_set}") $(data_args valid "${valid_set}") \
-      --train_shape_file "${stats_dir}/train/text_shape" \
+      --train_shape_file "${stats_dir}/train/response_shape" \
       --train_shape_file "${stats_dir}/train/speech_shape" \
-      --valid_shape_file "${stats_dir}/valid/text_shape" \
+      --valid_shape_file "${stats_dir}/valid/response_shape" \
       --valid_shape_file "${stats_dir}/valid/speech_shape" \
       --resume true --output_dir "${dir}" ${ddp_args} "$@" ${train_args}
+  [ -f "${dir}/train_seconds" ] || echo $(( SECONDS - start )) > "${dir}/train_seconds"
 }
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
@@ -231,7 +243,7 @@ evaluate() {
   printf -v instruction '%q' "${asr_instruction}"  # run.pl runs the command with bash -c
   run_split "${ref}" "${sd}" eval \
     "${python} -m espnet_blsp.bin.evaluate --keys @IN@ --out_dir @OUT@ --ref_continuation ${ref} --asr_instruction ${instruction} --config ${continuation_config} --num_threads ${num_threads} ${input}" \
-    continuation asr_text nll nll_other
+    continuation asr_text nll nll_other slot_length
   touch "${sd}/.done"
 }
 
@@ -241,9 +253,11 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     d=${dumpdir}/raw/${dset}
     text_input="--llm ${llm}"
     speech_input="--train_config ${blsp_exp}/config.yaml --batch_size ${inference_batch_size} --speech ${speech_root}/${dset}/${speech_scp},${speech_type}"
-    log "${dset}: Text+LLM"
-    # Its continuation is the reference itself (stage 3): not generated again.
-    evaluate "${eval_dir}/${dset}/text_llm" "${dset}" "${text_input} --text ${d}/text --continuation_from ${d}/continuation"
+    if "${eval_text_llm}"; then
+      log "${dset}: Text+LLM"
+      # Its continuation is the reference itself (stage 3): not generated again.
+      evaluate "${eval_dir}/${dset}/text_llm" "${dset}" "${text_input} --text ${d}/text --continuation_from ${d}/continuation"
+    fi
     if "${eval_cascade}"; then
       log "${dset}: Whisper+LLM cascade"
       sd=${eval_dir}/${dset}/whisper_cascade
