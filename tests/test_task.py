@@ -45,6 +45,11 @@ def test_config_round_trip_and_checkpoint(tmp_path, tiny_whisper_dir, tiny_llm_d
         assert k == k2
         torch.testing.assert_close(v, v2)
     assert s2r.model.make_prompt("Transcribe the speech. <speech>").prefix == model.prompt.prefix
+    moved = yaml.safe_load(config.read_text())
+    moved["llm_conf"]["model_name_or_path"] = str(tmp_path / "moved_llm")
+    (tmp_path / "moved.yaml").write_text(yaml.safe_dump(moved))
+    with pytest.raises(FileNotFoundError, match="llm_conf.model_name_or_path: .*moved_llm does not exist"):
+        Speech2Response(tmp_path / "moved.yaml", model_file)
     wav = np.random.default_rng(0).normal(0, 0.1, 16000).astype("float32")
     out = s2r(wav, "Transcribe the speech. <speech>")
     assert isinstance(out, str)
@@ -91,3 +96,34 @@ def test_preprocess_draws_each_utterance_a_task(tmp_path, tiny_whisper_dir, tiny
     assert seen == {0, 1}
     model = BLSPTask.build_model(args)
     assert [t.target for t in model.tasks] == ["response", "transcript"]
+
+
+@pytest.mark.parametrize("adapter,conf", [
+    ("conv_glu", ["bottleneck_dim=8"]),
+    ("stack_swiglu", ["hidden_size=16", "stack_factor=4"]),
+    ("qformer", ["num_queries=4", "num_attention_heads=2", "intermediate_size=16"]),
+    ("cif", ["hidden_size=16"]),
+])
+def test_each_adapter_builds_by_name_and_trains(tmp_path, tiny_whisper_dir, tiny_llm_dir, adapter, conf):
+    """The registry wires any adapter to a multi-layer encoder and the LLM."""
+    args = BLSPTask.get_parser().parse_args([
+        "--output_dir", str(tmp_path / "exp"),
+        "--encoder", "whisper", "--encoder_conf", f"model_name_or_path={tiny_whisper_dir}",
+        "--encoder_conf", "layers=[0, 0]",
+        "--speech_adapter", adapter, *[a for c in conf for a in ("--speech_adapter_conf", c)],
+        "--speech_adapter_conf", "output_scale=llm",
+        "--llm", "hf_causal_lm", "--llm_conf", f"model_name_or_path={tiny_llm_dir}", "--llm_conf", "dtype=float32",
+    ])
+    model = BLSPTask.build_model(args)
+    assert model.encoder.num_layers() == 2 and model.adapter.output_size() == model.llm.hidden_size()
+    speech = torch.randn(2, 16000) * 0.1
+    batch = dict(
+        speech=speech, speech_lengths=torch.tensor([16000, 12000]),
+        response=torch.tensor([[20, 21], [22, -1]]), response_lengths=torch.tensor([2, 1]),
+        transcript=torch.tensor([[30, 31, 32], [33, 34, -1]]), transcript_lengths=torch.tensor([3, 2]),
+    )
+    model.train()
+    loss, stats, _ = model(**batch)
+    loss.backward()
+    assert all(p.grad is not None for p in model.adapter.parameters() if p.requires_grad)
+    assert ("quantity_loss" in stats) == (adapter == "cif")

@@ -56,7 +56,8 @@ class Speech2Response:
         self.model, self.train_args = BLSPTask.build_model_from_file(
             train_config, model_file, device
         )
-        self.model.eval()
+        # Nothing trains here: a LoRA model's prompt prefix is then cached again.
+        self.model.eval().requires_grad_(False)
         self.generate_kwargs = generate_kwargs or {"max_new_tokens": 64, "do_sample": False}
         self._waveform_encoder = None
 

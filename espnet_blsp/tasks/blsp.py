@@ -245,10 +245,12 @@ def resolve_paths(args: argparse.Namespace) -> None:
     ``encoder.yaml`` is replaced by its content. ESPnet writes config.yaml
     after building the model, so the saved config has the resolved values.
     """
-    for conf in (args.llm_conf, args.encoder_conf):
-        path = conf.get("model_name_or_path")
+    for name in ("llm_conf", "encoder_conf"):
+        path = getattr(args, name).get("model_name_or_path")
         if path and Path(path).exists():
-            conf["model_name_or_path"] = str(Path(path).resolve())
+            getattr(args, name)["model_name_or_path"] = str(Path(path).resolve())
+        elif path and path.startswith(("/", ".", "~")):  # a path, not a hub name
+            raise FileNotFoundError(f"{name}.model_name_or_path: {path} does not exist")
     source = args.encoder_conf.get("dumped_from")
     if args.encoder == "precomputed" and isinstance(source, str):
         asked = args.encoder_conf
