@@ -357,3 +357,15 @@ def test_encoder_hands_over_chosen_layers(tiny_whisper_dir):
     torch.testing.assert_close(normed[0, : n[0]], out[0, : n[0]])
     with pytest.raises(ValueError, match="layers"):
         WhisperSpeechEncoder(str(tiny_whisper_dir), layers=[1])
+
+
+def test_auto_dtype_follows_the_hardware(monkeypatch):
+    from espnet_blsp.utils import dtype as dt
+
+    assert dt.resolve_dtype("float32") == torch.float32
+    monkeypatch.setattr(dt, "native_bf16", lambda: True)
+    assert dt.resolve_dtype("auto") == torch.bfloat16
+    monkeypatch.setattr(dt, "native_bf16", lambda: False)
+    assert dt.resolve_dtype("auto") == torch.float32
+    with pytest.raises(ValueError, match="unknown dtype"):
+        dt.resolve_dtype("float33")

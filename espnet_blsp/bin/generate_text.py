@@ -29,7 +29,7 @@ from espnet_blsp.utils.text import sentence_case
 DEFAULTS: Dict[str, Any] = {
     "instruction": "continuation",  # a name in llm.prompt.INSTRUCTIONS, or text
     "use_chat_template": True,
-    "dtype": "bfloat16",
+    "dtype": "auto",
     "batch_size": 16,
     "sentence_case": True,
     "generate": {"max_new_tokens": 64, "do_sample": False},

@@ -6,6 +6,7 @@ import torch
 from typeguard import typechecked
 
 from espnet_blsp.encoders.abs_encoder import AbsSpeechEncoder
+from espnet_blsp.utils.dtype import resolve_dtype
 from espnet_blsp.utils.frozen import FrozenModule
 
 SAMPLE_RATE = 16000
@@ -26,7 +27,8 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
 
     Args:
         model_name_or_path: HF hub name or local checkpoint dir.
-        dtype: Compute dtype of the frozen weights ("float32", "bfloat16", ...).
+        dtype: Compute dtype of the frozen weights ("float32", "bfloat16", "auto": see
+            ``utils.dtype.resolve_dtype``).
         pad_to_30s: Pad every window to 30 s, as Whisper's own decoding does.
         layers: Encoder layers to hand over (0-based; layer k's output before
             the final LayerNorm, as DeSTA2's training code taps them),
@@ -49,7 +51,7 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
             model_name_or_path
         )
         whisper = WhisperModel.from_pretrained(
-            model_name_or_path, dtype=getattr(torch, dtype)
+            model_name_or_path, dtype=resolve_dtype(dtype)
         )
         self.encoder = whisper.get_encoder()
         self.pad_to_30s = pad_to_30s

@@ -7,6 +7,7 @@ import torch
 from typeguard import typechecked
 
 from espnet_blsp.llm.abs_llm import AbsLLM
+from espnet_blsp.utils.dtype import resolve_dtype
 from espnet_blsp.utils.frozen import FrozenModule
 
 LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
@@ -23,8 +24,9 @@ class HFCausalLM(AbsLLM, FrozenModule):
 
     Args:
         model_name_or_path: HF hub name or local checkpoint dir.
-        dtype: Dtype the frozen weights are kept and run in; bfloat16 is ~4x
-            faster than float32 on recent CPUs and halves memory.
+        dtype: Dtype the frozen weights are kept and run in; "auto" is
+            bfloat16 where the hardware computes it natively (~2x faster
+            than float32 with AMX, and half the memory), else float32.
         gguf_file: Optional GGUF file name inside ``model_name_or_path``.
         attn_implementation: Passed to transformers ("sdpa", "eager", ...).
         lora: LoRA on the LLM, e.g. ``{r: 8, alpha: 16, dropout: 0.05,
@@ -38,7 +40,7 @@ class HFCausalLM(AbsLLM, FrozenModule):
     def __init__(
         self,
         model_name_or_path: str,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         gguf_file: Optional[str] = None,
         attn_implementation: str = "sdpa",
         lora: Optional[Dict] = None,
@@ -55,7 +57,7 @@ class HFCausalLM(AbsLLM, FrozenModule):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(
             model_name_or_path,
-            dtype=getattr(torch, dtype),
+            dtype=resolve_dtype(dtype),
             attn_implementation=attn_implementation,
             **extra,
         )

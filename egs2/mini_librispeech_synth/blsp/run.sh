@@ -17,5 +17,5 @@ local/prepare_models.sh "${models}"
   --prealign_config conf/prealign_ctc.yaml \
   --train_config conf/train_blsp.yaml \
   --nj 2 --ngpu 0 --train_threads 2 \
-  --encoder_dump_dtype bfloat16 \
+  --encoder_dump_dtype auto \
   "$@"

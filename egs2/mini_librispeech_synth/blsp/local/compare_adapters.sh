@@ -3,8 +3,10 @@
 # conf/adapters/ (the paper's recipe, same optimizer, batches and epochs; only
 # the adapter differs), then writes RESULTS_adapters.md. Run after ./run.sh
 # (it reuses its data, step-1 continuations and models). Resumable.
-#   local/compare_adapters.sh [conf/adapters/X.yaml ...]
+#   local/compare_adapters.sh [--train_args "--max_epoch 1"] [conf/adapters/X.yaml ...]
 set -euo pipefail
+train_args=
+if [ "${1:-}" = --train_args ]; then train_args=$2; shift 2; fi
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=(conf/adapters/*.yaml)
 . ./path.sh
@@ -14,7 +16,7 @@ for conf in "${configs[@]}"; do
   tag=adapters_$(basename "${conf}" .yaml)
   # Stages 4-7: dumps for the layers it taps, stats, training, decoding; no pre-alignment.
   ./run.sh --stage 4 --stop_stage 7 --train_config "${conf}" --blsp_tag "${tag}" --prealign_config "" \
-    --eval_text_llm false --eval_cascade false --eval_untrained false
+    --eval_text_llm false --eval_cascade false --eval_untrained false --train_args "${train_args}"
   sd=exp/blsp_${tag}/eval/test_synth/blsp
   python -m espnet_blsp.bin.score --sys_dir "${sd}" \
     --ref_text dump/raw/test_synth/text --ref_continuation dump/raw/test_synth/continuation
@@ -27,6 +29,7 @@ done
   echo "- each row: conf/adapters/<row>.yaml, the paper's recipe (random init, no CTC pre-alignment or"
   echo "  compression), lr 3e-4, 2 epochs of ~4-utterance batches, 2 CPU threads; columns as in RESULTS.md,"
   echo "  plus what trains, the training's wall-clock seconds and the LLM positions the speech fills."
+  [ -z "${train_args}" ] || echo "- training overridden for every row: ${train_args}"
   echo
   python -m espnet_blsp.bin.score --compare "${exps[@]}" --set test_synth
 } > RESULTS_adapters.md.tmp
