@@ -25,7 +25,7 @@ import yaml
 from espnet2.utils.nested_dict_action import NestedDictAction
 
 from espnet_blsp.encoders.abs_encoder import AbsSpeechEncoder
-from espnet_blsp.tasks.blsp import build_encoder, resolve_paths
+from espnet_blsp.tasks.blsp import absolute_model_path, build_encoder
 from espnet_blsp.utils.audio import length_sorted_batches, load_speech, pad_batch
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, write_kv, write_text
@@ -62,15 +62,12 @@ def encoder_spec(config: Optional[Path], name: Optional[str], conf: dict) -> dic
     """``{"encoder": ..., "encoder_conf": ...}``: the config's, updated by the
     command line; local paths made absolute."""
     loaded = yaml.safe_load(config.read_text()) if config else {}
-    spec = argparse.Namespace(
-        encoder=name or loaded.get("encoder") or "whisper",
-        encoder_conf={**(loaded.get("encoder_conf") or {}), **conf},
-        llm_conf={},
-    )
-    if spec.encoder == "precomputed":
+    encoder = name or loaded.get("encoder") or "whisper"
+    if encoder == "precomputed":
         raise ValueError(f"{config}: encoder 'precomputed' reads dumps; name the encoder that makes them")
-    resolve_paths(spec)
-    return {"encoder": spec.encoder, "encoder_conf": spec.encoder_conf}
+    encoder_conf = {**(loaded.get("encoder_conf") or {}), **conf}
+    absolute_model_path(encoder_conf, "encoder_conf")
+    return {"encoder": encoder, "encoder_conf": encoder_conf}
 
 
 def main(cmd: Optional[List[str]] = None):

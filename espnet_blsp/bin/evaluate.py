@@ -29,13 +29,12 @@ from espnet_blsp.bin.blsp_inference import (
     load_split,
     respond_to_speech,
 )
-from espnet_blsp.bin.generate_text import generate_file, load_conf
+from espnet_blsp.bin.generate_text import generate_file, load_conf, read_texts
 from espnet_blsp.llm.batch import text_rows
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.llm.prompt import SPEECH, build_prompt
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, write_kv
-from espnet_blsp.utils.text import sentence_case
 
 
 def main(cmd: Optional[List[str]] = None):
@@ -84,9 +83,8 @@ def main(cmd: Optional[List[str]] = None):
 
         def slot_lengths() -> List[int]:
             prompt = build_prompt(llm.tokenizer, instruction, conf["use_chat_template"])
-            texts = dict(read_kv(subset, allow_empty_value=True))
-            rows = text_rows(llm, [sentence_case(texts[k]) if conf["sentence_case"] else texts[k] for k in keys], prompt)
-            return [row[SPEECH].numel() for row in rows]
+            texts = dict(zip(*read_texts(subset, conf)))
+            return [row[SPEECH].numel() for row in text_rows(llm, [texts[k] for k in keys], prompt)]
     else:
         torch.manual_seed(args.seed)
         s2r = Speech2Response(args.train_config, args.model_file, generate_kwargs=conf["generate"])

@@ -13,7 +13,7 @@ resumable: a restarted job continues after the last complete batch.
 import argparse
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 from typeguard import typechecked
@@ -53,15 +53,19 @@ def generate_file(
         The number of utterances processed by this call.
     """
     prompt = build_prompt(llm.tokenizer, conf["instruction"], conf["use_chat_template"])
-    items = read_kv(text)
-    keys = [k for k, _ in items]
-    texts = [sentence_case(v) if conf["sentence_case"] else v for _, v in items]
+    keys, texts = read_texts(text, conf)
     return respond(
         llm, prompt, keys, [len(t) for t in texts],
         lambda idx: text_rows(llm, [texts[i] for i in idx], prompt),
         output, conf["batch_size"], conf["generate"],
         references=dict(read_kv(score_text)) if score_text else None,
     )
+
+
+def read_texts(text: Path, conf: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+    """The utterance ids of a Kaldi text file and their texts as the LLM reads them."""
+    items = read_kv(text)
+    return [k for k, _ in items], [sentence_case(v) if conf["sentence_case"] else v for _, v in items]
 
 
 def load_conf(path: Optional[Path], overrides: Dict[str, Any]) -> Dict[str, Any]:

@@ -245,12 +245,8 @@ def resolve_paths(args: argparse.Namespace) -> None:
     ``encoder.yaml`` is replaced by its content. ESPnet writes config.yaml
     after building the model, so the saved config has the resolved values.
     """
-    for name in ("llm_conf", "encoder_conf"):
-        path = getattr(args, name).get("model_name_or_path")
-        if path and Path(path).exists():
-            getattr(args, name)["model_name_or_path"] = str(Path(path).resolve())
-        elif path and path.startswith(("/", ".", "~")):  # a path, not a hub name
-            raise FileNotFoundError(f"{name}.model_name_or_path: {path} does not exist")
+    absolute_model_path(args.llm_conf, "llm_conf")
+    absolute_model_path(args.encoder_conf, "encoder_conf")
     source = args.encoder_conf.get("dumped_from")
     if args.encoder == "precomputed" and isinstance(source, str):
         asked = args.encoder_conf
@@ -260,6 +256,16 @@ def resolve_paths(args: argparse.Namespace) -> None:
             # Paths and compute dtype may differ; what the frames hold may not.
             if key not in ("dumped_from", "model_name_or_path", "dtype") and made.get(key) != value:
                 raise ValueError(f"encoder_conf.{key}={value!r}, but {source} was dumped with {made.get(key)!r}")
+
+
+def absolute_model_path(conf: Dict[str, Any], name: str) -> None:
+    """Makes ``conf["model_name_or_path"]`` absolute if it is a local path (a
+    hub name stays), naming ``name`` when a path does not exist."""
+    path = conf.get("model_name_or_path")
+    if path and Path(path).exists():
+        conf["model_name_or_path"] = str(Path(path).resolve())
+    elif path and path.startswith(("/", ".", "~")):  # a path, not a hub name
+        raise FileNotFoundError(f"{name}.model_name_or_path: {path} does not exist")
 
 
 def read_dump_record(path: Path) -> Dict[str, Any]:
