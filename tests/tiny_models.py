@@ -39,27 +39,30 @@ def make_tokenizer(chat_template: bool = True):
     return hf
 
 
-def make_llm(out_dir: Path, chat_template: bool = True, seed: int = 0) -> Path:
-    """A 2-layer random Llama with its tokenizer, saved as an HF checkpoint."""
+def make_llm(out_dir: Path, chat_template: bool = True, seed: int = 0, model_type: str = "llama") -> Path:
+    """A 2-layer random causal LM (Llama unless told, e.g. "qwen2") with its
+    tokenizer, saved as an HF checkpoint."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(seed)
     tok = make_tokenizer(chat_template)
-    config = LlamaConfig(
+    config = AutoConfig.for_model(
+        model_type,
         vocab_size=len(tok),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
+        head_dim=8,
         max_position_embeddings=512,
         eos_token_id=tok.eos_token_id,
         bos_token_id=tok.bos_token_id,
         tie_word_embeddings=True,
         initializer_range=0.2,  # a responsive random LLM, so losses can move
     )
-    LlamaForCausalLM(config).save_pretrained(out_dir)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     return out_dir
 

@@ -6,6 +6,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from typeguard import typechecked
 
+from espnet_blsp.llm import greedy
 from espnet_blsp.llm.abs_llm import AbsLLM
 from espnet_blsp.utils.dtype import resolve_dtype
 from espnet_blsp.utils.frozen import FrozenModule
@@ -148,28 +149,31 @@ class HFCausalLM(AbsLLM, FrozenModule):
         return self._prefix_cache(tuple(prefix), batch_size), torch.cat([ones, attention_mask], dim=1)
 
     def _prefix_cache(self, prefix: Tuple[int, ...], batch_size: int):
-        """Keys and values of a shared prompt prefix.
+        """The prefix's keys and values as a cache for ``batch_size`` rows."""
+        from transformers import DynamicCache
+
+        # The config keeps each layer's kind (full or sliding-window attention).
+        return DynamicCache(
+            [(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in self._prefix_kv_of(prefix)],
+            config=self.hf_model().config,
+        )
+
+    def _prefix_kv_of(self, prefix: Tuple[int, ...]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the (1, heads, len, dim) keys and values of a shared
+        prompt prefix.
 
         While no LLM weight requires grad, the prefix's keys and values do not
         change (until weights are loaded): they are computed once, without
         gradient. While LLM weights train (LoRA), they change at every step
         and carry gradient, so they are recomputed at every call.
         """
-        from transformers import DynamicCache
-
         if self._weights_train():
-            kv = self._prefix_kv_now(prefix)
-        else:
-            key = (prefix, self.get_device(), not self._adapters_off)
-            if key not in self._prefix_kv:
-                with torch.no_grad():
-                    self._prefix_kv[key] = self._prefix_kv_now(prefix)
-            kv = self._prefix_kv[key]
-        # The config keeps each layer's kind (full or sliding-window attention).
-        return DynamicCache(
-            [(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in kv],
-            config=self.hf_model().config,
-        )
+            return self._prefix_kv_now(prefix)
+        key = (prefix, self.get_device(), not self._adapters_off)
+        if key not in self._prefix_kv:
+            with torch.no_grad():
+                self._prefix_kv[key] = self._prefix_kv_now(prefix)
+        return self._prefix_kv[key]
 
     def _prefix_kv_now(self, prefix: Tuple[int, ...]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         ids = torch.tensor([prefix], device=self.get_device())
@@ -197,6 +201,25 @@ class HFCausalLM(AbsLLM, FrozenModule):
         **kwargs,
     ) -> List[List[int]]:
         inputs_embeds = inputs_embeds.to(self.dtype)
+        model = self.hf_model()
+        if greedy.handles(model.config, kwargs):
+            out = greedy.greedy_decode(
+                self._body(),
+                model.get_output_embeddings(),
+                model.get_input_embeddings(),
+                self._prefix_kv_of(tuple(prefix)) if len(prefix) else [],
+                inputs_embeds,
+                attention_mask,
+                max_new_tokens=kwargs.get("max_new_tokens", model.generation_config.max_new_tokens or 20),
+                eos_token_id=kwargs.get("eos_token_id", model.generation_config.eos_token_id),
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        else:
+            out = self._hf_generate(inputs_embeds, attention_mask, prefix, **kwargs)
+        return [strip_after_eos(row.tolist(), kwargs.get("eos_token_id")) for row in out]
+
+    def _hf_generate(self, inputs_embeds, attention_mask, prefix, **kwargs) -> torch.Tensor:
+        """HF's own generate (sampling, beams, ...)."""
         if len(prefix):
             # The shared prefix comes from the cache (it is most of a short
             # prompt's prefill). HF wants the full rows and skips the cached
@@ -206,13 +229,12 @@ class HFCausalLM(AbsLLM, FrozenModule):
             kwargs["past_key_values"], attention_mask = self._after_prefix(prefix, attention_mask)
         # The HF model's own generate: its LoRA layers are in place, and peft's
         # wrapper would only add prompt-learning input handling.
-        out = self.hf_model().generate(
+        return self.hf_model().generate(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             pad_token_id=self.tokenizer.pad_token_id,
             **kwargs,
         )
-        return [strip_after_eos(row.tolist(), kwargs.get("eos_token_id")) for row in out]
 
 
 @typechecked
