@@ -134,6 +134,21 @@ def test_mentions_are_golden(tmp_path):
         tmp_path / "eval")
 
 
+def test_mentions_in_the_demo_examples_wording(tmp_path):
+    # conf/describe.yaml's answers: "<attribute> is <value>" in the seed's order.
+    d = tmp_path / "data"
+    write_kv(d / "utt2pitch", [("u1", "low")])
+    write_kv(d / "utt2loudness_db", [("u1", "-40")])  # Low
+    write_kv(d / "utt2speed", [("u1", "normal")])
+    write_kv(d / "utt2snr", [("u1", "10")])  # Moderate
+    write_kv(d / "utt2c50", [("u1", "inf")])  # None
+    text = ('A man says "the volume is high." His pitch is low, his volume is low, and his speaking speed is normal. '
+            "The noise level is moderate, and the reverberation is none.")
+    a = score_qa.mention_scores({"u1": text}, d)["attributes"]
+    assert {k: (v["right"], v["wrong"]) for k, v in a.items()} == {
+        "speed": (100, 0), "pitch": (100, 0), "volume": (100, 0), "noise": (100, 0), "reverb": (100, 0)}
+
+
 def test_evaluate_text_system_resumes_and_tabulates(tmp_path, tiny_llm_dir):
     d = data_dir(tmp_path)
     questions = tmp_path / "q.jsonl"

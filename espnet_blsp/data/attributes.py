@@ -82,11 +82,12 @@ def _noise_value(value: str) -> str:
 
 
 def _level_phrases(nouns: Sequence[str], low: Sequence[str] = (), high: Sequence[str] = ()):
-    """Phrases naming a Low/Normal/High level of something: ``high pitch``, ``high-pitched``."""
+    """Phrases naming a Low/Normal/High level of something: ``high pitch``,
+    ``high-pitched``, ``pitch is high``."""
     out = {}
     for word, extra in (("Low", low), ("Normal", ()), ("High", high)):
         w = word.lower()
-        out[word] = tuple(f"{w}{sep}{n}" for n in nouns for sep in (" ", "-")) + tuple(extra)
+        out[word] = tuple(f"{w}{sep}{n}" for n in nouns for sep in (" ", "-")) + (f"{nouns[0]} is {w}",) + tuple(extra)
     return out
 
 
@@ -177,7 +178,7 @@ ATTRIBUTES: Dict[str, Attribute] = {
             from_number=lambda v: _bin(_number(v), SPEED_WPM, ("Slow", "Normal", "Fast")),
             words=("Slow", "Normal", "Fast"),
             mentions={"Slow": ("slow", "slowly"), "Normal": ("normal speed", "normal pace", "moderate speed",
-                      "moderate pace", "normal speaking speed", "average speed", "steady pace"),
+                      "moderate pace", "normal speaking speed", "average speed", "steady pace", "speed is normal"),
                       "Fast": ("fast", "quick", "quickly", "rapid", "rapidly")},
         ),
         Attribute(
@@ -185,19 +186,22 @@ ATTRIBUTES: Dict[str, Attribute] = {
             words=("Clean", "Low", "Moderate", "High"),
             mentions={"Clean": ("clean", "no noise", "no background noise"),
                       "Low": ("low noise", "low background noise", "slight noise", "slight background noise",
-                              "little noise", "low level of noise"),
+                              "little noise", "low level of noise", "noise level is low"),
                       "Moderate": ("moderate noise", "moderate background noise", "moderate level of noise",
-                                   "some noise", "some background noise"),
+                                   "some noise", "some background noise", "noise level is moderate"),
                       "High": ("high noise", "high background noise", "loud noise", "loud background noise",
-                               "heavy noise", "heavy background noise", "very noisy", "high level of noise")},
+                               "heavy noise", "heavy background noise", "very noisy", "high level of noise",
+                               "noise level is high")},
         ),
         Attribute(
             "reverb", "Reverberation", number_file="utt2c50",
             from_number=lambda v: _bin(_number(v), C50_DB, ("High", "Low", "None")),
             words=("None", "Low", "High"),
-            mentions={"None": ("no reverberation", "no echo", "dry"),
-                      "Low": ("low reverberation", "slight reverberation", "slight echo", "some reverberation"),
-                      "High": ("high reverberation", "strong reverberation", "strong echo", "reverberant")},
+            mentions={"None": ("no reverberation", "no echo", "dry", "reverberation is none"),
+                      "Low": ("low reverberation", "slight reverberation", "slight echo", "some reverberation",
+                              "reverberation is low"),
+                      "High": ("high reverberation", "strong reverberation", "strong echo", "reverberant",
+                               "reverberation is high")},
         ),
     ]
 }
