@@ -1,5 +1,7 @@
 """Bad input gets a clear error naming the file, line and utterance."""
 
+import os
+
 import numpy as np
 import pytest
 import soundfile
@@ -69,3 +71,18 @@ def test_wrong_sample_rate(tmp_path):
     soundfile.write(tmp_path / "spk1-utt1.flac", np.zeros(8000, dtype="float32"), 8000)
     with pytest.raises(DataDirError, match=r"utterance spk1-utt1: .* 8000 Hz"):
         format_dir(d, tmp_path / "out", 0, 100)
+
+
+def test_tab_after_the_key_separates(tmp_path):
+    f = tmp_path / "wav.scp"
+    f.write_text("u1\t/data/a b.wav\nu2 /data/c.wav\n")
+    assert read_kv(f) == [("u1", "/data/a b.wav"), ("u2", "/data/c.wav")]
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_kv(tmp_path / "text", [("u1", "hello")])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "text").stat().st_mode & 0o777 == 0o644

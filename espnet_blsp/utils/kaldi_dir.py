@@ -1,6 +1,7 @@
 """Kaldi-style data dirs: read with checks, write atomically."""
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple, Union
@@ -8,6 +9,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple, Union
 from typeguard import typechecked
 
 PathLike = Union[str, Path]
+BLANK = re.compile(r"[ \t]")  # a key ends at the first space or tab, as in Kaldi
 
 
 class DataDirError(ValueError):
@@ -35,8 +37,8 @@ def read_kv(path: PathLike, allow_empty_value: bool = False) -> List[Tuple[str, 
             line = line.rstrip("\n")
             if not line.strip():
                 raise DataDirError(f"{path}:{lineno}: empty line")
-            key, _, value = line.partition(" ")
-            value = value.strip()
+            key, *rest = BLANK.split(line, maxsplit=1)
+            value = rest[0].strip() if rest else ""
             if not value and not allow_empty_value:
                 raise DataDirError(f"{path}:{lineno}: utterance {key} has no value")
             if prev is not None and key.encode() <= prev.encode():
@@ -92,6 +94,7 @@ def write_text(path: PathLike, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would give
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -99,3 +102,9 @@ def write_text(path: PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
