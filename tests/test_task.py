@@ -56,6 +56,14 @@ def test_config_round_trip_and_checkpoint(tmp_path, tiny_whisper_dir, tiny_llm_d
     assert isinstance(out, str)
     nll = s2r.response_nll([wav], ["the fox"], "Transcribe the speech. <speech>")
     assert nll[0][0] > 0 and nll[0][1] >= 2
+    for bad, message in [
+        (np.stack([wav, wav], axis=1), r"utterance 0 of the batch: shape \(16000, 2\).*multi-channel"),
+        ((wav * 32767).astype("int16"), "int16 samples"),
+        (wav * 32767, "peak 1[0-9]{4}.*int16-scaled"),
+        (np.where(np.arange(16000) == 5, np.nan, wav).astype("float32"), "NaN"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            s2r(bad, "Transcribe the speech. <speech>")
 
 
 def test_optimizer_gets_only_the_adapter_and_its_ctc_head(tmp_path, tiny_whisper_dir, tiny_llm_dir):

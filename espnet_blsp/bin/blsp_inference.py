@@ -77,10 +77,33 @@ class Speech2Response:
                 row[name] = torch.tensor(tok(lead + text, add_special_tokens=False).input_ids)
         return rows
 
+    def check_input(self, speech: np.ndarray, name: str) -> None:
+        """Raises ValueError naming ``name`` for input this model cannot read:
+        not a float mono 16 kHz waveform in [-1, 1] (or, for a model trained on
+        cached frames, frames of the encoder's width), or not finite."""
+        speech = np.asarray(speech)
+        frames = isinstance(self.model.encoder, PrecomputedEncoder)
+        width = self.model.encoder.output_size() if frames else None
+        if speech.ndim == 2 and speech.shape[1] != width:
+            expected = "a mono waveform (1-D)" + (f" or frames of width {width}" if frames else "")
+            hint = "; a multi-channel waveform? pass one channel" if speech.shape[1] <= 8 else ""
+            raise ValueError(f"{name}: shape {tuple(speech.shape)}: expected {expected}{hint}")
+        if speech.ndim not in (1, 2) or speech.shape[0] == 0:
+            raise ValueError(f"{name}: shape {tuple(speech.shape)}: expected a non-empty mono waveform (1-D)")
+        if not np.issubdtype(speech.dtype, np.floating):
+            raise ValueError(f"{name}: {speech.dtype} samples; expected floats in [-1, 1] (int16 / 32768)")
+        if not np.isfinite(speech).all():
+            raise ValueError(f"{name}: contains NaN or infinite values")
+        peak = float(np.abs(speech).max())
+        if speech.ndim == 1 and peak > 2:
+            raise ValueError(f"{name}: peak {peak:.0f}; expected a waveform in [-1, 1] (int16-scaled? divide by 32768)")
+
     @torch.no_grad()
     def slots(self, speech: Sequence[np.ndarray]) -> List[torch.Tensor]:
         """Adapter outputs for waveforms (1-D) or cached encoder frames (2-D)."""
-        x, lengths = pad_batch(list(speech))
+        for i, s in enumerate(speech):
+            self.check_input(s, f"utterance {i} of the batch")
+        x, lengths = pad_batch([np.asarray(s) for s in speech])
         x, lengths = x.to(self.device), lengths.to(self.device)
         if x.dim() == 2 and isinstance(self.model.encoder, PrecomputedEncoder):
             # Trained on cached frames: encode waveforms with the same encoder.
@@ -163,6 +186,8 @@ def respond_to_speech(
     Returns:
         The number of utterances processed by this call.
     """
+    for key, x in zip(keys, speech):
+        s2r.check_input(x, f"utterance {key}")
     prompt = s2r.model.make_prompt(instruction)
     return respond(
         s2r.model.llm, prompt, keys, [len(x) for x in speech],
