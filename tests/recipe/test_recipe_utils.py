@@ -507,3 +507,15 @@ def test_data_sh_errors(tmp_path, recipe):
     assert r.returncode != 0 and "'test-other' not found" in r.stderr
     r = run(["bash", "local/data.sh", "--nope", "1"], cwd=recipe)
     assert r.returncode != 0 and "unknown option --nope" in r.stderr
+
+
+def test_keep_log_moves_earlier_logs_aside(tmp_path):
+    lib = REPO / "egs2" / "TEMPLATE" / "blsp1" / "scripts" / "lib.sh"
+    log = tmp_path / "train.log"
+    for text in ["crashed run", "second run"]:
+        log.write_text(text)
+        assert run(["bash", "-c", f'source "{lib}" && keep_log "{log}"']).returncode == 0
+    assert not log.exists()
+    assert (tmp_path / "train.log.1").read_text() == "crashed run"
+    assert (tmp_path / "train.log.2").read_text() == "second run"
+    assert run(["bash", "-c", f'source "{lib}" && keep_log "{log}"']).returncode == 0  # nothing to keep

@@ -163,6 +163,7 @@ train() {
   local config=$1 dir=$2
   shift 2
   mkdir -p "${dir}"
+  keep_log "${dir}/train.log"  # a crashed run's log stays, as train.log.N
   local start=${SECONDS}
   local ddp_args=""  # ESPnet's DDP: one process per GPU on this node
   [ "${ngpu}" -gt 1 ] && ddp_args="--multiprocessing_distributed true"

@@ -8,6 +8,16 @@ log() {
 }
 min() { local a=$1 b=$2; echo $(( a < b ? a : b )); }
 
+# Moves an earlier run's <log> aside to <log>.N (the first free N), so a
+# rerun after a crash does not overwrite what the crashed run said.
+#   keep_log <log>
+keep_log() {
+  local f=$1 n=1
+  [ -f "${f}" ] || return 0
+  while [ -e "${f}.${n}" ]; do n=$((n + 1)); done
+  mv "${f}" "${f}.${n}"
+}
+
 # Runs <cmd> over <nj> parts of <keys>: in <cmd>, @IN@ becomes a part (a
 # file of lines of <keys>) and @OUT@ that job's output dir. Then merges each
 # named file of the job dirs into <out_dir>, sorted. A rerun keeps the split,
