@@ -59,7 +59,7 @@ def main():
         for name in ("greedy", "hf"):
             handles = greedy.handles
             if name == "hf":
-                greedy.handles = lambda config, kwargs: False
+                greedy.handles = lambda model, kwargs: False
             try:
                 answers, seconds = run(llm, prompt, texts, batch_size, conf["generate"])
             finally:

@@ -17,7 +17,7 @@ def both(llm, prompt, monkeypatch, **kwargs):
     batch = assemble(llm, text_rows(llm, TEXTS, prompt), prompt, left_pad=True, cached=cached)
     ours = llm.generate(batch.embeds, batch.mask, prefix=cached, **kwargs)
     with monkeypatch.context() as m:
-        m.setattr(greedy, "handles", lambda config, kw: False)
+        m.setattr(greedy, "handles", lambda model, kw: False)
         theirs = llm.generate(batch.embeds, batch.mask, prefix=cached, **kwargs)
     return ours, theirs
 
@@ -25,7 +25,7 @@ def both(llm, prompt, monkeypatch, **kwargs):
 @pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3"])
 def test_same_tokens_as_hf_generate(tmp_path, monkeypatch, model_type):
     llm = HFCausalLM(str(tiny_models.make_llm(tmp_path, model_type=model_type, seed=3)), dtype="float32")
-    assert greedy.handles(llm.hf_model().config, {"max_new_tokens": 5, "do_sample": False})
+    assert greedy.handles(llm.hf_model(), {"max_new_tokens": 5, "do_sample": False})
     with_prefix = build_prompt(llm.tokenizer, "continuation", True)
     bare = Prompt(segments=[[], with_prefix.segments[-1]], slots=["speech"], leads=[""], end=with_prefix.end)
     for prompt in [with_prefix, bare]:
@@ -40,9 +40,20 @@ def test_same_tokens_as_hf_generate(tmp_path, monkeypatch, model_type):
 
 
 def test_other_settings_go_to_hf_generate(tiny_llm_dir):
-    config = HFCausalLM(str(tiny_llm_dir), dtype="float32").hf_model().config
-    assert not greedy.handles(config, {"do_sample": True})
-    assert not greedy.handles(config, {"num_beams": 2})
-    assert not greedy.handles(config, {"repetition_penalty": 1.2})
-    config.model_type = "gemma2"  # soft-capped attention: not this decoder's
-    assert not greedy.handles(config, {})
+    model = HFCausalLM(str(tiny_llm_dir), dtype="float32").hf_model()
+    greedy_kwargs = {"max_new_tokens": 5, "do_sample": False}
+    assert greedy.handles(model, greedy_kwargs)
+    assert not greedy.handles(model, {"max_new_tokens": 5, "do_sample": True})
+    assert not greedy.handles(model, {"max_new_tokens": 5, "num_beams": 2})
+    assert not greedy.handles(model, {"max_new_tokens": 5, "repetition_penalty": 1.2})
+    assert not greedy.handles(model, {"do_sample": False})  # HF's length default: max_length
+    # The model's own defaults count as HF generate applies them.
+    model.generation_config.repetition_penalty = 1.05  # as Qwen2.5-Instruct ships
+    assert not greedy.handles(model, greedy_kwargs)
+    model.generation_config.repetition_penalty = None
+    model.generation_config.num_beams = 4
+    assert not greedy.handles(model, greedy_kwargs)
+    assert greedy.handles(model, {**greedy_kwargs, "num_beams": 1})
+    model.generation_config.num_beams = None
+    model.config.model_type = "gemma2"  # soft-capped attention: not this decoder's
+    assert not greedy.handles(model, greedy_kwargs)

@@ -30,16 +30,29 @@ MODEL_TYPES = {"llama", "qwen2", "qwen3"}
 # HF generate settings this decoder reproduces; anything else goes to HF.
 GREEDY_KWARGS = {"max_new_tokens", "do_sample", "num_beams", "eos_token_id"}
 
+# A model's own generation defaults (generation_config.json) that leave greedy
+# decoding as it is; any other, e.g. Qwen2.5-Instruct's repetition_penalty
+# 1.05, HF generate applies, and so the decoding goes to HF.
+NEUTRAL_DEFAULTS = {
+    "do_sample", "num_beams", "temperature", "top_k", "top_p", "min_p", "typical_p",  # sampling (off) or beams (checked)
+    "max_length", "max_new_tokens", "bos_token_id", "eos_token_id", "pad_token_id",
+    "use_cache", "output_attentions", "output_hidden_states", "_from_model_config", "transformers_version",
+}
 
-def handles(config, generate_kwargs: Dict) -> bool:
-    """Whether :func:`greedy_decode` computes what HF ``generate`` would."""
+
+def handles(model, generate_kwargs: Dict) -> bool:
+    """Whether :func:`greedy_decode` computes what HF ``generate`` would for
+    ``model`` (an HF causal LM) and these ``generate`` keyword arguments."""
+    config, defaults = model.config, model.generation_config
     sliding = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
     return (
         config.model_type in MODEL_TYPES
         and not sliding
+        and "max_new_tokens" in generate_kwargs
         and set(generate_kwargs) <= GREEDY_KWARGS
-        and not generate_kwargs.get("do_sample", False)
-        and generate_kwargs.get("num_beams", 1) == 1
+        and not generate_kwargs.get("do_sample", defaults.do_sample)
+        and (generate_kwargs.get("num_beams", defaults.num_beams) or 1) == 1  # unset: 1
+        and set(defaults.to_diff_dict()) <= NEUTRAL_DEFAULTS
     )
 
 

@@ -202,7 +202,7 @@ class HFCausalLM(AbsLLM, FrozenModule):
     ) -> List[List[int]]:
         inputs_embeds = inputs_embeds.to(self.dtype)
         model = self.hf_model()
-        if greedy.handles(model.config, kwargs):
+        if greedy.handles(model, kwargs):
             out = greedy.greedy_decode(
                 self._body(),
                 model.get_output_embeddings(),
@@ -210,7 +210,7 @@ class HFCausalLM(AbsLLM, FrozenModule):
                 self._prefix_kv_of(tuple(prefix)) if len(prefix) else [],
                 inputs_embeds,
                 attention_mask,
-                max_new_tokens=kwargs.get("max_new_tokens", model.generation_config.max_new_tokens or 20),
+                max_new_tokens=kwargs["max_new_tokens"],
                 eos_token_id=kwargs.get("eos_token_id", model.generation_config.eos_token_id),
                 pad_token_id=self.tokenizer.pad_token_id,
             )
