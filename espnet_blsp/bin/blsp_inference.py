@@ -26,6 +26,7 @@ from espnet_blsp.llm.respond import respond
 from espnet_blsp.tasks.blsp import BLSPTask, build_encoder
 from espnet_blsp.utils.audio import load_speech, pad_batch
 from espnet_blsp.utils.cli import add_num_threads, setup
+from espnet_blsp.utils.frozen import load_trained
 from espnet_blsp.utils.kaldi_dir import read_kv
 
 
@@ -39,8 +40,9 @@ class Speech2Response:
 
     Args:
         train_config: The ``config.yaml`` written by training.
-        model_file: Trained adapter weights; None keeps the random init (the
-            untrained-adapter baseline).
+        model_file: The trained weights (adapter, LoRA, ...) written by
+            training with ``train_config``, e.g. ``valid.loss.ave.pth``; None
+            keeps the random init (the untrained-adapter baseline).
         device: Torch device.
         generate_kwargs: Passed to HF ``generate`` (default greedy, 64 tokens).
     """
@@ -53,9 +55,11 @@ class Speech2Response:
         device: str = "cpu",
         generate_kwargs: Optional[Dict] = None,
     ):
-        self.model, self.train_args = BLSPTask.build_model_from_file(
-            train_config, model_file, device
-        )
+        # ESPnet would load model_file with strict=False. load_trained checks it
+        # while the trainable weights still tell which keys the file must hold.
+        self.model, self.train_args = BLSPTask.build_model_from_file(train_config, None, device)
+        if model_file is not None:
+            load_trained(self.model, model_file, train_config)
         # Nothing trains here: a LoRA model's prompt prefix is then cached again.
         self.model.eval().requires_grad_(False)
         self.generate_kwargs = generate_kwargs or {"max_new_tokens": 64, "do_sample": False}

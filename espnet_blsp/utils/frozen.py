@@ -1,8 +1,10 @@
-"""Frozen pretrained parts, and checkpoints that hold only what trains."""
+"""Frozen pretrained parts, and checkpoints that hold (and load) only what trains."""
 
-from typing import Set
+from pathlib import Path
+from typing import Dict, List, Optional, Set, Union
 
 import torch
+from typeguard import typechecked
 
 
 class FrozenModule(torch.nn.Module):
@@ -77,3 +79,80 @@ def frozen_keys(model: torch.nn.Module) -> Set[str]:
 def _is_frozen(module: torch.nn.Module) -> bool:
     flags = [p.requires_grad for p in module.parameters()]
     return bool(flags) and not any(flags)
+
+
+@typechecked
+def load_trained(
+    model: torch.nn.Module, model_file: Union[Path, str], config: Optional[Union[Path, str]] = None
+) -> None:
+    """Loads a model file written by training into ``model``, strictly.
+
+    ESPnet's ``build_model_from_file`` loads with ``strict=False``, so the
+    weights of another config left the model silently untrained. Here the
+    file must hold exactly what a checkpoint of ``model`` holds: only frozen
+    keys (see :func:`frozen_keys`) may be absent.
+
+    Args:
+        model: As built from ``config``, before any ``requires_grad_(False)``:
+            the parameters that train tell which keys the file must hold.
+        model_file: e.g. ``exp/blsp/valid.loss.ave.pth``.
+        config: The config ``model`` was built from, for messages.
+
+    Raises:
+        ValueError: Naming the file, when it is not a model of ``config``.
+    """
+    model_file = Path(model_file)
+    state = _read_state_dict(model_file)
+    expected = model.state_dict()  # the frozen keys already dropped
+    problems = {
+        "missing keys": sorted(expected.keys() - state.keys()),
+        # Frozen weights in the file (a full model) load as any other.
+        "unexpected keys": sorted(state.keys() - expected.keys() - frozen_keys(model)),
+        "keys of another shape": [
+            f"{k} {_shape(state[k])} (model: {_shape(v)})"
+            for k, v in expected.items() if k in state and _shape(state[k]) != _shape(v)
+        ],
+    }
+    if any(problems.values()):
+        raise ValueError(
+            f"{model_file} is not a model of {config or 'this config'}: "
+            + "; ".join(f"{len(keys)} {what} ({_some(keys)})" for what, keys in problems.items() if keys)
+            + ("; only the frozen encoder's and LLM's weights may be absent" if problems["missing keys"] else "")
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # e.g. a frozen weight of another shape
+        raise ValueError(f"{model_file}: {e}") from e
+
+
+def _read_state_dict(model_file: Path) -> Dict[str, object]:
+    """The state dict in ``model_file``; ValueError naming the file for any other file."""
+    with open(model_file, "rb") as f:
+        head = f.read(512)
+    # torch.save writes a zip archive (a raw pickle before PyTorch 1.6).
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        looks = "it is empty" if not head else "it looks like YAML/text" if b"\0" not in head else "not zip or pickle"
+        raise ValueError(
+            f"{model_file} is not a PyTorch model file ({looks}); pass --model_file exp/.../valid.loss.ave.pth"
+        )
+    try:
+        # ESPnet's own files are pickled with it (not weights_only).
+        state = torch.load(model_file, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ValueError(f"{model_file}: cannot read it as a PyTorch model file: {e}") from e
+    if isinstance(state, dict) and {"model", "optimizers"} <= state.keys():
+        raise ValueError(
+            f"{model_file} is ESPnet's trainer checkpoint (model and optimizer states to resume "
+            f"training), not a model file; pass e.g. {model_file.parent / 'valid.loss.ave.pth'}"
+        )
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise ValueError(f"{model_file} holds a {type(state).__name__}, not a model's state dict")
+    return state
+
+
+def _shape(value: object) -> str:
+    return "x".join(map(str, getattr(value, "shape", ()))) or "scalar"
+
+
+def _some(keys: List[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
