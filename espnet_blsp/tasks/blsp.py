@@ -163,6 +163,11 @@ class BLSPTask(AbsTask):
         )
         for class_choices in cls.class_choices_list:
             class_choices.add_arguments(group)
+        # Some trainable parameters may take no part in the loss: the CTC head
+        # is trainable in every model (so that checkpoints keep it) but only
+        # used when ctc_weight > 0, LoRA weights are idle when ctc_weight = 1.
+        # DDP must then look for them, else it fails at the second step.
+        parser.set_defaults(unused_parameters=True)
 
     @classmethod
     def main_worker(cls, args: argparse.Namespace):
