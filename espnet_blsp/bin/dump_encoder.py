@@ -10,7 +10,9 @@ built by name from the task's registry (``--encoder``/``--encoder_conf``, or
 those of a training config), and ``encoder.yaml`` records it: training with
 ``--encoder precomputed --encoder_conf dumped_from=<dir>/encoder.yaml``
 reads its width and layers there, and inference on waveforms rebuilds it.
-``feats.scp`` is written last, atomically: its presence marks a finished job.
+``feats.scp`` is written last, atomically: its presence marks a finished job,
+one made by this encoder (model, layers, dtype) from this wav.scp (else the
+job starts over).
 """
 
 import argparse
@@ -30,6 +32,7 @@ from espnet_blsp.utils.audio import length_sorted_batches, load_speech, pad_batc
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, write_kv, write_text
 from espnet_blsp.utils.progress import Progress
+from espnet_blsp.utils.stamp import reset_if_stale, stamp_of
 
 
 def dump(encoder: AbsSpeechEncoder, wav_scp: Path, out_dir: Path, batch_size: int) -> int:
@@ -86,6 +89,12 @@ def main(cmd: Optional[List[str]] = None):
     args = parser.parse_args(cmd)
     setup(args)
     spec = encoder_spec(args.config, args.encoder, args.encoder_conf)
+    outputs = [args.out_dir / name for name in ("feats.ark", "feats.scp", ".feats.unsorted.scp", "encoder.yaml")]
+    stamp = stamp_of({"wav_scp": args.wav_scp, "batch_size": args.batch_size, **spec})
+    reset_if_stale(args.out_dir / ".dump_encoder.stamp", stamp, outputs)
+    if (args.out_dir / "feats.scp").exists() and (args.out_dir / "encoder.yaml").exists():
+        logging.info(f"{args.out_dir}: done, nothing to do")
+        return
     encoder = build_encoder(spec)
     n = dump(encoder, args.wav_scp, args.out_dir, args.batch_size)
     record = {**spec, "output_size": encoder.output_size(), "num_layers": encoder.num_layers()}

@@ -16,6 +16,7 @@ trained or untrained BLSP model)::
         --speech dump/encoder/test/feats.scp,kaldi_ark
 
 Each output resumes where it stopped; outputs already complete are skipped.
+Outputs made by another model, input or setting are deleted, not resumed.
 """
 
 import argparse
@@ -35,6 +36,9 @@ from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.llm.prompt import SPEECH, build_prompt
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, read_values, write_kv
+from espnet_blsp.utils.stamp import reset_if_stale, stamp_of
+
+OUTPUTS = ("continuation", "asr_text", "slot_length", "nll", "nll_other", ".input_text", ".other_continuation")
 
 
 def main(cmd: Optional[List[str]] = None):
@@ -72,6 +76,11 @@ def main(cmd: Optional[List[str]] = None):
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
     conf = load_conf(args.config, {})
+    settings = {**vars(args), "config": None, "conf": conf}
+    reset_if_stale(
+        args.out_dir / ".evaluate.stamp", stamp_of(settings, ignore=("out_dir", "num_threads")),
+        [args.out_dir / name for name in OUTPUTS],
+    )
     if args.text:
         llm = HFCausalLM(args.llm, dtype=conf["dtype"])
         wanted = set(keys)

@@ -45,6 +45,7 @@ from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, read_values
 from espnet_blsp.utils.progress import Progress
 from espnet_blsp.utils.resumable import ResumableWriter, done_keys
+from espnet_blsp.utils.stamp import reset_if_stale, stamp_of
 from espnet_blsp.utils.text import sentence_case
 
 OPTION_NLL, ANSWER = "qa_option_nll", "qa_answer"
@@ -105,36 +106,41 @@ def answer_questions(
         The number of questions processed by this call.
     """
     with ResumableWriter(out_dir / OPTION_NLL) as nll_out, ResumableWriter(out_dir / ANSWER) as ans_out:
-        todo = [q for q in questions if q["id"] not in nll_out.done or q["id"] not in ans_out.done]
-        done = len(questions) - len(todo)
-        if done:
-            logging.info(f"{out_dir}: {done} of {len(questions)} questions already done")
-        # Questions of one utterance together: its speech is encoded once per batch.
-        todo.sort(key=lambda q: (q["utt"], q["id"]))
-        progress = Progress(len(todo), what="questions")
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
+        def finished(q: Dict) -> bool:
+            return q["id"] in nll_out.done and q["id"] in ans_out.done
+
+        todo = sum(not finished(q) for q in questions)
+        if todo < len(questions):
+            logging.info(f"{out_dir}: {len(questions) - todo} of {len(questions)} questions already done")
+        # Questions of one utterance together: its speech is encoded once per
+        # batch. Planned over all questions, so a resumed run batches (and
+        # pads) each question as an uninterrupted one; a batch is computed
+        # whole and its missing lines written.
+        plan = sorted(questions, key=lambda q: (q["utt"], q["id"]))
+        progress = Progress(todo, what="questions")
+        for start in range(0, len(plan), batch_size):
+            batch = plan[start : start + batch_size]
+            missing = [q for q in batch if not finished(q)]
+            if not missing:
+                continue
             rows = rows_for(batch)
             prompts = [prompt_for(q["instruction"]) for q in batch]
-            score = [k for k, q in enumerate(batch) if q["id"] not in nll_out.done]
-            if score:
+            if any(q["id"] not in nll_out.done for q in batch):
                 # One row per (question, option); a question's rows share its inputs.
-                flat = [(k, o) for k in score for o in batch[k]["options"]]
+                flat = [(k, o) for k, q in enumerate(batch) for o in q["options"]]
                 scores = iter(response_scores(
                     llm, [rows[k] for k, _ in flat], [prompts[k] for k, _ in flat],
                     [response_text(o) for _, o in flat],
                 ))
-                lines = []
-                for k in score:
-                    values = [next(scores) for _ in batch[k]["options"]]
-                    lines.append((batch[k]["id"], " ".join(f"{s:.4f} {n}" for s, n in values)))
-                nll_out.write_batch(lines)
-            gen = [k for k, q in enumerate(batch) if q["id"] not in ans_out.done]
-            if gen:
-                answers = generate(llm, [rows[k] for k in gen], [prompts[k] for k in gen], **generate_kwargs)
-                ans_out.write_batch([(batch[k]["id"], " ".join(a.split()) or EMPTY) for k, a in zip(gen, answers)])
-            progress.update(len(batch))
-    return len(todo)
+                lines = [(q["id"], " ".join(f"{s:.4f} {n}" for s, n in (next(scores) for _ in q["options"])))
+                         for q in batch]
+                nll_out.write_batch([(i, v) for i, v in lines if i not in nll_out.done])
+            if any(q["id"] not in ans_out.done for q in batch):
+                answers = generate(llm, rows, prompts, **generate_kwargs)
+                ans_out.write_batch([(q["id"], " ".join(a.split()) or EMPTY)
+                                     for q, a in zip(batch, answers) if q["id"] not in ans_out.done])
+            progress.update(len(missing))
+    return todo
 
 
 def text_system(llm: AbsLLM, texts: Dict[str, str], spec: PromptSpec):
@@ -193,11 +199,16 @@ def main(cmd: Optional[List[str]] = None):
     keys = [k for k, _ in read_kv(args.keys, allow_empty_value=True)] if args.keys else None
     questions = read_questions(args.questions, keys)
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    reset_if_stale(
+        args.out_dir / ".evaluate_qa.stamp", stamp_of(vars(args), ignore=("out_dir", "num_threads")),
+        [args.out_dir / OPTION_NLL, args.out_dir / ANSWER],
+    )
     done = done_keys(args.out_dir / OPTION_NLL) & done_keys(args.out_dir / ANSWER)
-    utts = sorted({q["utt"] for q in questions if q["id"] not in done})  # inputs still needed
-    if not utts:
+    if all(q["id"] in done for q in questions):
         logging.info(f"{args.out_dir}: all {len(questions)} questions already done")
         return
+    # All inputs: a batch still to do may hold questions already answered.
+    utts = sorted({q["utt"] for q in questions})
     generate_kwargs = {"max_new_tokens": args.max_new_tokens, "do_sample": False}
 
     if args.text:

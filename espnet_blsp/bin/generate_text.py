@@ -7,7 +7,8 @@ BLSP step 1 (the continuation targets), and the text rows of the results
         --text dump/raw/train/text --output dump/raw/train/continuation
 
 Batched with left padding over length-sorted inputs, greedy by default, and
-resumable: a restarted job continues after the last complete batch.
+resumable: a restarted job continues after the last complete batch (and
+starts over if the LLM, input or settings changed).
 """
 
 import argparse
@@ -24,6 +25,7 @@ from espnet_blsp.llm.prompt import build_prompt
 from espnet_blsp.llm.respond import respond
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv
+from espnet_blsp.utils.stamp import beside, reset_if_stale, stamp_of
 from espnet_blsp.utils.text import sentence_case
 
 DEFAULTS: Dict[str, Any] = {
@@ -93,6 +95,9 @@ def main(cmd: Optional[List[str]] = None):
     args = parser.parse_args(cmd)
     setup(args)
     conf = load_conf(args.config, {"instruction": args.instruction, "batch_size": args.batch_size})
+    # Answers made by another LLM, input or generation setting are not resumed.
+    settings = {"llm": args.llm, "text": args.text, "score_text": args.score_text, "conf": conf}
+    reset_if_stale(beside(args.output), stamp_of(settings), [args.output])
     llm = HFCausalLM(args.llm, dtype=conf["dtype"])
     n = generate_file(llm, args.text, args.output, conf, args.score_text)
     logging.info(f"{args.output}: {n} utterances done")

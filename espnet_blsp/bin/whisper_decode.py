@@ -7,17 +7,19 @@ whose LLM reads Whisper's transcript after the speech embeddings, so every set
     python -m espnet_blsp.bin.whisper_decode --model exp/whisper \\
         --wav_scp dump/raw/train/wav.scp --output dump/raw/train/whisper_text
 
-Memory-bounded (durations come from the file headers; audio is read one batch
+Memory-bounded (each file is checked and measured first, then read one batch
 at a time), batched over length-sorted utterances, longest first, and
-resumable: a restarted job skips the utterances already written. Audio over
-30 s goes through transformers' long-form sequential decoding, not cut at 30 s.
+resumable: a restarted job skips the utterances already written, batching
+the rest as an uninterrupted run would (and starts over if the model or input
+changed). Audio over 30 s goes through transformers' long-form sequential
+decoding, not cut at 30 s.
 """
 
 import argparse
 import logging
 import time
 from pathlib import Path
-from typing import List, Optional, Set, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,26 +30,24 @@ from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import DataDirError, read_kv
 from espnet_blsp.utils.progress import Progress
 from espnet_blsp.utils.resumable import ResumableWriter
+from espnet_blsp.utils.stamp import beside, reset_if_stale, stamp_of
 
 BLANK = "[BLANK_AUDIO]"  # Whisper's own marker; Kaldi readers reject an empty value
 RATE = 16000
 Entry = Tuple[int, str, str, int]  # wav.scp line, utterance id, path, samples
 
 
-def scan(wav_scp: Path, skip: Set[str]) -> List[Entry]:
-    """The wav.scp entries not in ``skip``, measured from their headers.
+def scan(wav_scp: Path) -> List[Entry]:
+    """The wav.scp entries and their lengths, every file decoded once.
 
     Raises:
         DataDirError: Naming the file, line and utterance of an unreadable,
             non-16 kHz or non-mono recording (``format_data.measure``'s
             checks), before any decoding starts.
     """
-    lengths = measure(wav_scp)
-    return [
-        (lineno, key, path, lengths[key])
-        for lineno, (key, path) in enumerate(read_kv(wav_scp), 1)
-        if key not in skip
-    ]
+    pairs = read_kv(wav_scp)
+    lengths = measure(wav_scp, pairs)
+    return [(lineno, key, path, lengths[key]) for lineno, (key, path) in enumerate(pairs, 1)]
 
 
 def make_batches(entries: List[Entry], n_samples: int, batch_size: int) -> List[List[Entry]]:
@@ -125,27 +125,32 @@ def main(cmd: Optional[List[str]] = None):
     elif args.language or args.task != "transcribe":
         logging.warning(f"{args.model} is not multilingual: --language and --task ignored")
 
+    reset_if_stale(beside(args.output), stamp_of(vars(args), ignore=("output", "num_threads")), [args.output])
     with ResumableWriter(args.output) as out:
-        entries = scan(args.wav_scp, out.done)
-        logging.info(
-            f"{len(out.done)} utterances already in {args.output}, {len(entries)} to decode"
-        )
-        progress, start, seconds, blank = Progress(len(entries)), time.time(), 0.0, 0
+        entries = scan(args.wav_scp)
+        todo = sum(e[1] not in out.done for e in entries)
+        logging.info(f"{len(entries) - todo} utterances already in {args.output}, {todo} to decode")
+        progress, start, seconds, blank = Progress(todo), time.time(), 0.0, 0
+        # Planned over all utterances: a resumed run batches each one as before.
         for batch in make_batches(entries, feature_extractor.n_samples, args.batch_size):
+            missing = [k for k, e in enumerate(batch) if e[1] not in out.done]
+            if not missing:
+                continue
             wavs = read_batch(args.wav_scp, batch)
             texts = transcribe(model, feature_extractor, tokenizer, wavs, generate_kwargs)
             pairs = []
-            for (_, key, _, _), text in zip(batch, texts):
+            for k in missing:
+                key, text = batch[k][1], texts[k]
                 if not text.split():  # silence or noise: Whisper said nothing
                     logging.warning(f"{key}: empty transcript, writing {BLANK}")
                     text, blank = BLANK, blank + 1
                 pairs.append((key, text))
             out.write_batch(pairs)
-            seconds += sum(e[3] for e in batch) / RATE
-            progress.update(len(batch), f"{seconds / max(time.time() - start, 1e-9):.1f} audio s/s")
+            seconds += sum(batch[k][3] for k in missing) / RATE
+            progress.update(len(missing), f"{seconds / max(time.time() - start, 1e-9):.1f} audio s/s")
     if blank:
-        logging.warning(f"{blank} of {len(entries)} utterances had an empty transcript: {BLANK}")
-    logging.info(f"{args.output}: {len(entries)} utterances decoded")
+        logging.warning(f"{blank} of {todo} utterances had an empty transcript: {BLANK}")
+    logging.info(f"{args.output}: {todo} utterances decoded")
 
 
 if __name__ == "__main__":

@@ -34,28 +34,29 @@ def respond(
     With ``references`` (uttid -> response) it writes ``uttid nll_sum ntokens``
     instead: the teacher-forced loss of that response after the slot. Batches
     hold utterances of similar ``sizes``, longest first, and each finished
-    batch is made durable, so a rerun continues where a crash stopped.
+    batch is made durable, so a rerun continues where a crash stopped. The
+    batches are planned over all utterances, done or not: a resumed run
+    batches (and so pads and answers) each utterance as an uninterrupted one.
 
     Returns:
         The number of utterances processed by this call.
     """
     with ResumableWriter(output) as out:
-        todo = [
-            i for i, k in enumerate(keys)
-            if k not in out.done and (references is None or k in references)
-        ]
-        if references is not None:
+        wanted = [i for i, k in enumerate(keys) if references is None or k in references]
+        if references is not None and len(wanted) < len(keys):
             unscored = [k for k in keys if k not in references]
-            if unscored:
-                logging.warning(f"{output}: {len(unscored)} utterances have no reference, e.g. {unscored[0]}")
-        done = sum(k in out.done for k in keys)
-        if done:
-            logging.info(f"{output}: {done} utterances already done")
-        progress = Progress(len(todo))
-        batches = length_sorted_batches(todo, [sizes[i] for i in todo], batch_size)
-        for batch in batches:
-            batch = [todo[j] for j in batch]
-            rows = make_rows(batch)
+            logging.warning(f"{output}: {len(unscored)} utterances have no reference, e.g. {unscored[0]}")
+        plan = length_sorted_batches(wanted, [sizes[i] for i in wanted], batch_size)
+        plan = [[wanted[j] for j in b] for b in plan]
+        todo = sum(keys[i] not in out.done for i in wanted)
+        if todo < len(wanted):
+            logging.info(f"{output}: {len(wanted) - todo} utterances already done")
+        progress = Progress(todo)
+        for batch in plan:
+            missing = [k for k, i in enumerate(batch) if keys[i] not in out.done]
+            if not missing:
+                continue
+            rows = make_rows(batch)  # the whole batch, as first planned
             if references is None:
                 values = generate(llm, rows, prompt, **generate_kwargs)
                 for i, v in zip(batch, values):
@@ -64,6 +65,6 @@ def respond(
             else:
                 scores = response_scores(llm, rows, prompt, [references[keys[i]] for i in batch])
                 values = [f"{s:.4f} {n}" for s, n in scores]
-            out.write_batch([(keys[i], v) for i, v in zip(batch, values)])
-            progress.update(len(batch))
-    return len(todo)
+            out.write_batch([(keys[batch[k]], values[k]) for k in missing])
+            progress.update(len(missing))
+    return todo

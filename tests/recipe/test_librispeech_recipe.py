@@ -125,3 +125,12 @@ def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
     other = [c if c != "conf/train_tiny.yaml" else "conf/train_other.yaml" for c in cmd]
     bad = subprocess.run(other + ["--stage", "6"], cwd=recipe, env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "Say more" in bad.stderr and "continuation_tiny.yaml" in bad.stderr
+    # Another encoder dtype: stage 4 dumps again (it reused the old frames
+    # before), and the trained model, whose frames changed, stops stage 6.
+    redo = subprocess.run(cmd + ["--stage", "4", "--stop_stage", "6", "--encoder_dump_dtype", "bfloat16"],
+                          cwd=recipe, env=env, capture_output=True, text=True)
+    assert redo.returncode != 0
+    assert "made from other inputs or settings" in redo.stderr and "float32" in redo.stderr
+    assert yaml.safe_load((recipe / "dump/encoder/train_960/encoder.yaml").read_text())["encoder_conf"]["dtype"] == "bfloat16"
+    assert "was trained on other data or models" in redo.stdout
+    assert "rm -r exp/blsp_prealign_tiny" in redo.stdout

@@ -519,3 +519,73 @@ def test_keep_log_moves_earlier_logs_aside(tmp_path):
     assert (tmp_path / "train.log.1").read_text() == "crashed run"
     assert (tmp_path / "train.log.2").read_text() == "second run"
     assert run(["bash", "-c", f'source "{lib}" && keep_log "{log}"']).returncode == 0  # nothing to keep
+
+
+# ------------------------------------------------------------ stale work (lib.sh)
+
+LIB = REPO / "egs2" / "TEMPLATE" / "blsp1" / "scripts" / "lib.sh"
+
+
+def lib_sh(cwd, script, **variables):
+    """Runs ``script`` with lib.sh sourced in ``cwd`` (which gets the recipe utils)."""
+    if not (cwd / "utils").exists():
+        (cwd / "utils").symlink_to(UTILS)
+    setup = "".join(f"{k}={v}\n" for k, v in {"python": sys.executable, "decode_cmd": UTILS / "run.pl", **variables}.items())
+    return run(["bash", "-c", f"set -euo pipefail\n{setup}source {LIB}\n{script}"], cwd=cwd, timeout=300,
+               env={"PYTHONPATH": str(REPO)})
+
+
+def test_run_split_keeps_its_split_and_finished_work_when_nj_changes(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("".join(f"u{i} x\n" for i in range(6)))
+    job = "bash -c 'mkdir -p @OUT@ && cp @IN@ @OUT@/res'"
+    split = tmp_path / "split_job"
+    r = lib_sh(tmp_path, f'run_split keys . job "{job}" res', nj=3)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in split.glob("keys.*")) == ["keys.1", "keys.2", "keys.3"]
+    (split / "out.1" / "finished").write_text("work of a job that finished")
+    (split / "out.2" / "res").unlink()  # a job killed before it finished
+
+    r = lib_sh(tmp_path, f'run_split keys . job "{job}" res', nj=2)
+    assert r.returncode == 0, r.stderr
+    assert "keeping its 3 jobs, at most 2 at once" in r.stdout
+    assert (split / "out.1" / "finished").exists()  # nothing finished was deleted
+    assert (tmp_path / "res").read_text() == keys.read_text()
+
+    keys.write_text(keys.read_text() + "u6 x\n")  # the data grew: other keys
+    r = lib_sh(tmp_path, f'run_split keys . job "{job}" res', nj=2)
+    assert r.returncode == 0, r.stderr
+    assert "made for other keys; splitting again" in r.stdout
+    assert sorted(p.name for p in split.glob("keys.*")) == ["keys.1", "keys.2"]
+    assert (tmp_path / "res").read_text() == keys.read_text()
+
+
+def test_llm_targets_redoes_work_whose_inputs_or_settings_changed(tmp_path, tiny_llm_dir):
+    d = tmp_path / "train"
+    d.mkdir()
+    (d / "text").write_text("".join(f"u{i} the quick brown fox\n" for i in range(4)))
+    conf = tmp_path / "gen.yaml"
+    conf.write_text("dtype: float32\ngenerate: {max_new_tokens: 6}\n")
+    targets = lambda: lib_sh(tmp_path, "llm_targets train text continuation gen.yaml",
+                             nj=1, llm=tiny_llm_dir, num_threads=1)
+    r = targets()
+    assert r.returncode == 0, r.stderr + r.stdout
+    first = (d / "continuation").read_text()
+    assert first.count("\n") == 4
+
+    r = targets()  # unchanged: skipped
+    assert r.returncode == 0 and "train/continuation done, skipping" in r.stdout
+
+    conf.write_text("dtype: float32\ngenerate: {max_new_tokens: 2}\n")
+    r = targets()  # another setting: the jobs start over instead of resuming
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "made from other inputs or settings" in r.stderr and "gen.yaml" in r.stderr
+    log = (d / "split_continuation/log/continuation.1.log").read_text()
+    assert "starting over" in log and "max_new_tokens" in log
+    second = (d / "continuation").read_text()
+    assert second != first and second.count("\n") == 4
+
+    (d / "text").write_text((d / "text").read_text() + "u4 jumps over\n")  # more data: redone over all
+    r = targets()
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert (d / "continuation").read_text().count("\n") == 5

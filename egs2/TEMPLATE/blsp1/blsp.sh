@@ -97,8 +97,9 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   log "Stage 2: format data dirs, filter by length"
   for dset in ${all_sets}; do
     opts="--min_sec ${min_sec} --max_sec ${max_sec}"
+    # Test sets keep every utterance Whisper can encode (>= 25 ms; see ${dumpdir}/raw/<set>/dropped).
     case " ${test_sets} " in *" ${dset} "*) opts="--min_sec 0 --max_sec 100000";; esac
-    ${python} -m espnet_blsp.bin.format_data --src "data/${dset}" --dst "${dumpdir}/raw/${dset}" ${opts}
+    ${python} -m espnet_blsp.bin.format_data --src "data/${dset}" --dst "${dumpdir}/raw/${dset}" --nj "${nj}" ${opts}
   done
 fi
 
@@ -119,7 +120,11 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ] && "${use_encoder_dump}"; then
   log "Stage 4: encode speech once with the frozen encoder"
   for dset in ${all_sets}; do
     out=${speech_root}/${dset}
-    [ -f "${out}/feats.scp" ] && { log "${out}/feats.scp exists, skipping"; continue; }
+    # Redone when the audio list, the encoder (model, layers) or the dtype changes.
+    what=("${dumpdir}/raw/${dset}/wav.scp" "${dumpdir}/raw/${dset}/utt2num_samples" "${whisper}" \
+      "$(encoder_spec_of "${train_config}")" "${encoder_dump_dtype}")
+    if up_to_date "${out}/.done" "${what[@]}"; then log "${out}/feats.scp done, skipping"; continue; fi
+    rm -f "${out}/.done"
     mkdir -p "${out}"
     # Each job writes its own ark and, last, its feats.scp.
     # The training config says which encoder (and which of its layers) to dump.
@@ -127,6 +132,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ] && "${use_encoder_dump}"; then
       "${python} -m espnet_blsp.bin.dump_encoder --config ${train_config} --encoder_conf model_name_or_path=${whisper} --encoder_conf dtype=${encoder_dump_dtype} --num_threads ${num_threads} --wav_scp @IN@ --out_dir @OUT@" \
       feats.scp
     cp "${out}/split_dump/out.1/encoder.yaml" "${out}/encoder.yaml"
+    mark_done "${out}/.done" "${what[@]}"
   done
 fi
 
@@ -158,11 +164,22 @@ fi
 
 # Trains a model with ESPnet's trainer (resuming an unfinished run), and
 # writes the wall-clock seconds of the run that finished it to train_seconds.
+# An exp dir trained on other data or models stops the stage (a changed
+# config, e.g. more epochs, resumes).
 #   train <config> <exp dir> [blsp_train args]...
 train() {
   local config=$1 dir=$2
   shift 2
+  local what=($(encoder_args) "${llm}" $(data_args train "${train_set}") $(data_args valid "${valid_set}") "$@")
+  if [ -e "${dir}/checkpoint.pth" ] && [ ! -f "${dir}/.trained_on" ]; then
+    log "${dir}: no record of its data (made before records were kept); taking it as made from the current data"
+  elif [ -f "${dir}/.trained_on" ] && ! up_to_date "${dir}/.trained_on" "${what[@]}"; then
+    log "${dir} was trained on other data or models (above). To train anew: rm -r ${dir}," \
+      "or use another --blsp_tag; to keep it as it is, run from stage 7."
+    exit 1
+  fi
   mkdir -p "${dir}"
+  mark_done "${dir}/.trained_on" "${what[@]}"
   keep_log "${dir}/train.log"  # a crashed run's log stays, as train.log.N
   local start=${SECONDS}
   local ddp_args=""  # ESPnet's DDP: one process per GPU on this node
@@ -193,19 +210,21 @@ fi
 
 # One system on one test set: its continuations, zero-shot transcripts and
 # the loss of the Text+LLM continuation given its own input and another
-# utterance's (espnet_blsp.bin.evaluate).
+# utterance's (espnet_blsp.bin.evaluate). Redone when any input or the model changes.
 #   evaluate <system dir> <set> <how the LLM gets its input>
 evaluate() {
   local sd=$1 dset=$2 input=$3
   local ref=${dumpdir}/raw/${dset}/continuation
-  [ -f "${sd}/.done" ] && { log "${sd}: done, skipping"; return; }
-  mkdir -p "${sd}"
   local instruction
   printf -v instruction '%q' "${asr_instruction}"  # run.pl runs the command with bash -c
-  run_split "${ref}" "${sd}" eval \
-    "${python} -m espnet_blsp.bin.evaluate --keys @IN@ --out_dir @OUT@ --ref_continuation ${ref} --asr_instruction ${instruction} --config ${continuation_config} --num_threads ${num_threads} ${input}" \
-    continuation asr_text nll nll_other slot_length
-  touch "${sd}/.done"
+  local cmd="${python} -m espnet_blsp.bin.evaluate --keys @IN@ --out_dir @OUT@ --ref_continuation ${ref} --asr_instruction ${instruction} --config ${continuation_config} --num_threads ${num_threads} ${input}"
+  # shellcheck disable=SC2086  # the command's words, each file in it fingerprinted
+  if up_to_date "${sd}/.done" ${cmd}; then log "${sd}: done, skipping"; return; fi
+  rm -f "${sd}/.done"
+  mkdir -p "${sd}"
+  run_split "${ref}" "${sd}" eval "${cmd}" continuation asr_text nll nll_other slot_length
+  # shellcheck disable=SC2086
+  mark_done "${sd}/.done" ${cmd}
 }
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
@@ -222,10 +241,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     if "${eval_cascade}"; then
       log "${dset}: Whisper+LLM cascade"
       sd=${eval_dir}/${dset}/whisper_cascade
-      mkdir -p "${sd}"
-      [ -f "${sd}/whisper_text" ] || run_split "${d}/wav.scp" "${sd}" whisper \
-        "${python} -m espnet_blsp.bin.whisper_decode --model ${whisper} --wav_scp @IN@ --output @OUT@/whisper_text" \
-        whisper_text
+      asr_transcripts "${d}/wav.scp" "${sd}" whisper_text
       evaluate "${sd}" "${dset}" "${text_input} --text ${sd}/whisper_text"
     fi
     if "${eval_untrained}"; then

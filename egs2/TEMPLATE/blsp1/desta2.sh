@@ -110,11 +110,7 @@ fi
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   log "Stage 4: Whisper's transcripts of every set (DeSTA2 reads them after the speech)"
   for dset in ${all_sets}; do
-    d=${dumpdir}/raw/${dset}
-    [ -f "${d}/asr_hyp" ] && { log "${d}/asr_hyp exists, skipping"; continue; }
-    run_split "${d}/wav.scp" "${d}" whisper \
-      "${python} -m espnet_blsp.bin.whisper_decode --model ${whisper} --num_threads ${num_threads} --wav_scp @IN@ --output @OUT@/asr_hyp" \
-      asr_hyp
+    asr_transcripts "${dumpdir}/raw/${dset}/wav.scp" "${dumpdir}/raw/${dset}" asr_hyp
   done
 fi
 
@@ -137,28 +133,37 @@ speech_root=${dumpdir}/encoder${encoder_tag}
 
 # One system on one test set: the description task (its description, the
 # loss of the reference description given its own input and another's),
-# zero-shot ASR, and the closed-set questions.
+# zero-shot ASR, and the closed-set questions. Each redone when any input or
+# the model changes.
 #   evaluate <system dir> <set> <evaluate.py input args> <evaluate_qa.py input args>
 evaluate() {
   local sd=$1 dset=$2 input=$3 qa_input=$4
   local d=${dumpdir}/raw/${dset}
   mkdir -p "${sd}"
-  local instruction
+  local instruction cmd
   printf -v instruction '%q' "${asr_instruction}"
-  if [ ! -f "${sd}/.done" ] && [ -n "${input}" ]; then
-    run_split "${d}/description" "${sd}" eval \
-      "${python} -m espnet_blsp.bin.evaluate --keys @IN@ --out_dir @OUT@ --ref_continuation ${d}/description --asr_instruction ${instruction} --config ${describe_config} --num_threads ${num_threads} ${input}" \
-      continuation asr_text nll nll_other slot_length
-    touch "${sd}/.done"
+  cmd="${python} -m espnet_blsp.bin.evaluate --keys @IN@ --out_dir @OUT@ --ref_continuation ${d}/description --asr_instruction ${instruction} --config ${describe_config} --num_threads ${num_threads} ${input}"
+  # shellcheck disable=SC2086  # the command's words, each file in it fingerprinted
+  if [ -z "${input}" ]; then
+    :  # a system for the questions only
+  elif up_to_date "${sd}/.done" ${cmd}; then
+    log "${sd}: done, skipping"
+  else
+    rm -f "${sd}/.done"
+    run_split "${d}/description" "${sd}" eval "${cmd}" continuation asr_text nll nll_other slot_length
+    # shellcheck disable=SC2086
+    mark_done "${sd}/.done" ${cmd}
   fi
-  if "${eval_qa}" && [ ! -f "${sd}/.qa_done" ]; then
-    local qa=${dumpdir}/qa/${dset}/questions.jsonl
-    ${python} -c "import json, sys; [print(json.loads(l)['id']) for l in open(sys.argv[1])]" "${qa}" > "${sd}/qa_keys"
-    run_split "${sd}/qa_keys" "${sd}" qa \
-      "${python} -m espnet_blsp.bin.evaluate_qa --questions ${qa} --keys @IN@ --out_dir @OUT@ --num_threads ${num_threads} ${qa_input}" \
-      qa_option_nll qa_answer
-    touch "${sd}/.qa_done"
-  fi
+  "${eval_qa}" || return 0
+  local qa=${dumpdir}/qa/${dset}/questions.jsonl
+  cmd="${python} -m espnet_blsp.bin.evaluate_qa --questions ${qa} --keys @IN@ --out_dir @OUT@ --num_threads ${num_threads} ${qa_input}"
+  # shellcheck disable=SC2086
+  if up_to_date "${sd}/.qa_done" ${cmd}; then log "${sd}: questions done, skipping"; return; fi
+  rm -f "${sd}/.qa_done"
+  ${python} -c "import json, sys; [print(json.loads(l)['id']) for l in open(sys.argv[1])]" "${qa}" > "${sd}/qa_keys"
+  run_split "${sd}/qa_keys" "${sd}" qa "${cmd}" qa_option_nll qa_answer
+  # shellcheck disable=SC2086
+  mark_done "${sd}/.qa_done" ${cmd}
 }
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
