@@ -41,6 +41,14 @@ def test_dump_matches_encoder_and_is_sorted(tmp_path, tiny_whisper_dir):
     assert dump(encoder, tmp_path / "wav.scp", tmp_path / "out", batch_size=2) == 0  # done
 
 
+def test_dump_names_the_utterance_it_cannot_encode(tmp_path, tiny_whisper_dir):
+    soundfile.write(tmp_path / "a.wav", np.zeros(16000, dtype="float32"), 16000)
+    soundfile.write(tmp_path / "b.wav", np.zeros(160, dtype="float32"), 16000)  # 10 ms
+    write_kv(tmp_path / "wav.scp", [("a", str(tmp_path / "a.wav")), ("b", str(tmp_path / "b.wav"))])
+    with pytest.raises(ValueError, match="the batch of a, b: utterance 1 of the batch has 160 samples"):
+        dump(WhisperSpeechEncoder(str(tiny_whisper_dir)), tmp_path / "wav.scp", tmp_path / "out", batch_size=2)
+
+
 def test_score_system_and_table(tmp_path):
     write_kv(tmp_path / "text", [("u1", "HELLO WORLD"), ("u2", "THE CAT SAT")])
     write_kv(tmp_path / "cont", [("u1", "It was a sunny day."), ("u2", "The dog barked.")])

@@ -50,7 +50,10 @@ def dump(encoder: AbsSpeechEncoder, wav_scp: Path, out_dir: Path, batch_size: in
     with torch.no_grad(), kaldiio.WriteHelper(f"ark,scp:{ark},{unsorted_scp}") as writer:
         for batch in length_sorted_batches(keys, sizes, batch_size):
             speech, lengths = pad_batch([load_speech(items[i][1], "sound") for i in batch])
-            frames, flen = encoder(speech, lengths)
+            try:
+                frames, flen = encoder(speech, lengths)
+            except ValueError as e:  # e.g. a clip too short to encode: name the utterances
+                raise ValueError(f"{wav_scp}: the batch of {', '.join(keys[i] for i in batch)}: {e}") from e
             for i, x, n in zip(batch, frames, flen.tolist()):
                 writer(keys[i], x[:n].numpy())
             progress.update(len(batch))
