@@ -61,6 +61,9 @@ def test_shell_check_and_write(tmp_path, capsys):
     conf.write_text("a: 2\n")
     assert stamp.main(["check", str(marker), str(conf), "--nj", "4"]) == 1
     assert f"- {conf} [{conf}=" in capsys.readouterr().err
+    marker.write_text("")  # a marker made before markers held stamps
+    assert stamp.main(["check", str(marker), str(conf), "--nj", "4"]) == 1
+    assert "no record of what made it" in capsys.readouterr().err
 
 
 TEXTS = {f"utt{i:02d}": "the quick brown fox " * (1 + i % 4) for i in range(8)}

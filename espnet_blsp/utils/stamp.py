@@ -135,7 +135,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     old = read(marker)
     if old == stamp:
         return 0
-    if old is not None:
+    if old == []:  # an empty marker: made before markers held stamps
+        print(f"{marker}: no record of what made it; redoing", file=sys.stderr)
+    elif old is not None:
         print(f"{marker}: made from other inputs or settings: {'; '.join(changes(old, stamp))}", file=sys.stderr)
     return 1
 
