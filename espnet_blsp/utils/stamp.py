@@ -111,8 +111,11 @@ def reset_if_stale(stamp_file: Path, stamp: Sequence[str], outputs: Sequence[Pat
     existing = [p for p in outputs if p.exists()]
     stale = existing and old != list(stamp)
     if stale:
-        why = "; ".join(changes(old, stamp)) if old is not None else f"no {stamp_file.name} beside them"
-        logging.warning(f"{', '.join(map(str, existing))}: made from other inputs or settings ({why}); starting over")
+        names = ", ".join(map(str, existing))
+        if old is None:
+            logging.warning(f"{names}: no {stamp_file.name} says what made them; starting over")
+        else:
+            logging.warning(f"{names}: made from other inputs or settings ({'; '.join(changes(old, stamp))}); starting over")
         for p in existing:
             p.unlink()
     if old != list(stamp):
