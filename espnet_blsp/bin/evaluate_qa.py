@@ -44,7 +44,7 @@ from espnet_blsp.llm.prompt import SPEECH, Prompt, PromptSpec, ask, build_prompt
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, read_values
 from espnet_blsp.utils.progress import Progress
-from espnet_blsp.utils.resumable import ResumableWriter, done_keys
+from espnet_blsp.utils.resumable import ResumableWriter, batches_to_do, done_keys
 from espnet_blsp.utils.stamp import reset_if_stale, stamp_of
 from espnet_blsp.utils.text import sentence_case
 
@@ -112,17 +112,11 @@ def answer_questions(
         todo = sum(not finished(q) for q in questions)
         if todo < len(questions):
             logging.info(f"{out_dir}: {len(questions) - todo} of {len(questions)} questions already done")
-        # Questions of one utterance together: its speech is encoded once per
-        # batch. Planned over all questions, so a resumed run batches (and
-        # pads) each question as an uninterrupted one; a batch is computed
-        # whole and its missing lines written.
-        plan = sorted(questions, key=lambda q: (q["utt"], q["id"]))
+        # Questions of one utterance together: its speech is encoded once per batch.
+        ordered = sorted(questions, key=lambda q: (q["utt"], q["id"]))
+        plan = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
         progress = Progress(todo, what="questions")
-        for start in range(0, len(plan), batch_size):
-            batch = plan[start : start + batch_size]
-            missing = [q for q in batch if not finished(q)]
-            if not missing:
-                continue
+        for batch, missing in batches_to_do(plan, finished):
             rows = rows_for(batch)
             prompts = [prompt_for(q["instruction"]) for q in batch]
             if any(q["id"] not in nll_out.done for q in batch):

@@ -29,7 +29,7 @@ from espnet_blsp.utils.audio import length_sorted_batches, load_speech
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import DataDirError, read_kv
 from espnet_blsp.utils.progress import Progress
-from espnet_blsp.utils.resumable import ResumableWriter
+from espnet_blsp.utils.resumable import ResumableWriter, batches_to_do
 from espnet_blsp.utils.stamp import beside, reset_if_stale, stamp_of
 
 BLANK = "[BLANK_AUDIO]"  # Whisper's own marker; Kaldi readers reject an empty value
@@ -131,11 +131,8 @@ def main(cmd: Optional[List[str]] = None):
         todo = sum(e[1] not in out.done for e in entries)
         logging.info(f"{len(entries) - todo} utterances already in {args.output}, {todo} to decode")
         progress, start, seconds, blank = Progress(todo), time.time(), 0.0, 0
-        # Planned over all utterances: a resumed run batches each one as before.
-        for batch in make_batches(entries, feature_extractor.n_samples, args.batch_size):
-            missing = [k for k, e in enumerate(batch) if e[1] not in out.done]
-            if not missing:
-                continue
+        plan = make_batches(entries, feature_extractor.n_samples, args.batch_size)
+        for batch, missing in batches_to_do(plan, lambda e: e[1] in out.done):
             wavs = read_batch(args.wav_scp, batch)
             texts = transcribe(model, feature_extractor, tokenizer, wavs, generate_kwargs)
             pairs = []

@@ -11,7 +11,7 @@ from espnet_blsp.llm.batch import Row, generate, response_scores
 from espnet_blsp.llm.prompt import Prompt
 from espnet_blsp.utils.audio import length_sorted_batches
 from espnet_blsp.utils.progress import Progress
-from espnet_blsp.utils.resumable import ResumableWriter
+from espnet_blsp.utils.resumable import ResumableWriter, batches_to_do
 
 # What fills the prompt's slots for the utterances at these indices.
 RowMaker = Callable[[List[int]], List[Row]]
@@ -34,9 +34,8 @@ def respond(
     With ``references`` (uttid -> response) it writes ``uttid nll_sum ntokens``
     instead: the teacher-forced loss of that response after the slot. Batches
     hold utterances of similar ``sizes``, longest first, and each finished
-    batch is made durable, so a rerun continues where a crash stopped. The
-    batches are planned over all utterances, done or not: a resumed run
-    batches (and so pads and answers) each utterance as an uninterrupted one.
+    batch is made durable, so a rerun continues where a crash stopped, with
+    the same batches (``batches_to_do``).
 
     Returns:
         The number of utterances processed by this call.
@@ -52,11 +51,8 @@ def respond(
         if todo < len(wanted):
             logging.info(f"{output}: {len(wanted) - todo} utterances already done")
         progress = Progress(todo)
-        for batch in plan:
-            missing = [k for k, i in enumerate(batch) if keys[i] not in out.done]
-            if not missing:
-                continue
-            rows = make_rows(batch)  # the whole batch, as first planned
+        for batch, missing in batches_to_do(plan, lambda i: keys[i] in out.done):
+            rows = make_rows(batch)
             if references is None:
                 values = generate(llm, rows, prompt, **generate_kwargs)
                 for i, v in zip(batch, values):

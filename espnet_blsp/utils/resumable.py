@@ -2,7 +2,9 @@
 
 import os
 from pathlib import Path
-from typing import Set
+from typing import Callable, Iterator, List, Sequence, Set, Tuple, TypeVar
+
+T = TypeVar("T")
 
 
 def done_keys(path: Path) -> Set[str]:
@@ -12,6 +14,22 @@ def done_keys(path: Path) -> Set[str]:
         return set()
     data = Path(path).read_bytes()
     return _keys(data[: data.rfind(b"\n") + 1])
+
+
+def batches_to_do(
+    plan: Sequence[Sequence[T]], done: Callable[[T], bool]
+) -> Iterator[Tuple[Sequence[T], List[int]]]:
+    """The batches of ``plan`` that still hold items not ``done``, each with
+    those items' positions in it.
+
+    The plan covers all items, done or not, and a batch is computed whole: a
+    resumed run batches (and so pads and answers) every item as an
+    uninterrupted run did, and writes only what was lost.
+    """
+    for batch in plan:
+        missing = [k for k, item in enumerate(batch) if not done(item)]
+        if missing:
+            yield batch, missing
 
 
 def _keys(complete: bytes) -> Set[str]:

@@ -89,6 +89,14 @@ def changes(old: Sequence[str], new: Sequence[str]) -> List[str]:
     return [line for line in difflib.ndiff(list(old), list(new)) if line[:1] in "-+"]
 
 
+def why_stale(old: Optional[Sequence[str]], new: Sequence[str]) -> str:
+    """Why work recorded with stamp ``old`` is not reused for ``new`` (no
+    stamp, or an empty marker from before stamps: no record)."""
+    if not old:
+        return "no record of what made it"
+    return f"made from other inputs or settings: {'; '.join(changes(old, new))}"
+
+
 def read(stamp_file: Path) -> Optional[List[str]]:
     """The stamp recorded in ``stamp_file``; None if there is none."""
     return stamp_file.read_text(encoding="utf-8").splitlines() if stamp_file.exists() else None
@@ -111,11 +119,7 @@ def reset_if_stale(stamp_file: Path, stamp: Sequence[str], outputs: Sequence[Pat
     existing = [p for p in outputs if p.exists()]
     stale = existing and old != list(stamp)
     if stale:
-        names = ", ".join(map(str, existing))
-        if old is None:
-            logging.warning(f"{names}: no {stamp_file.name} says what made them; starting over")
-        else:
-            logging.warning(f"{names}: made from other inputs or settings ({'; '.join(changes(old, stamp))}); starting over")
+        logging.warning(f"{', '.join(map(str, existing))}: {why_stale(old, stamp)}; starting over")
         for p in existing:
             p.unlink()
     if old != list(stamp):
@@ -138,10 +142,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     old = read(marker)
     if old == stamp:
         return 0
-    if old == []:  # an empty marker: made before markers held stamps
-        print(f"{marker}: no record of what made it; redoing", file=sys.stderr)
-    elif old is not None:
-        print(f"{marker}: made from other inputs or settings: {'; '.join(changes(old, stamp))}", file=sys.stderr)
+    if old is not None:  # else never done: nothing to say
+        print(f"{marker}: {why_stale(old, stamp)}", file=sys.stderr)
     return 1
 
 
