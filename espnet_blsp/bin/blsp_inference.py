@@ -23,7 +23,7 @@ from espnet_blsp.encoders.precomputed_encoder import PrecomputedEncoder
 from espnet_blsp.llm.batch import Row, response_scores
 from espnet_blsp.llm.prompt import SPEECH, PromptSpec
 from espnet_blsp.llm.respond import respond
-from espnet_blsp.tasks.blsp import BLSPTask, build_encoder
+from espnet_blsp.tasks.registry import build_encoder, build_model_from_config
 from espnet_blsp.utils.audio import load_speech, pad_batch
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.frozen import load_trained
@@ -57,7 +57,7 @@ class Speech2Response:
     ):
         # ESPnet would load model_file with strict=False. load_trained checks it
         # while the trainable weights still tell which keys the file must hold.
-        self.model, self.train_args = BLSPTask.build_model_from_file(train_config, None, device)
+        self.model, self.train_args = build_model_from_config(train_config, device)
         if model_file is not None:
             load_trained(self.model, model_file, train_config)
         # Nothing trains here: a LoRA model's prompt prefix is then cached again.

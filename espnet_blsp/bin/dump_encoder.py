@@ -27,7 +27,7 @@ import yaml
 from espnet2.utils.nested_dict_action import NestedDictAction
 
 from espnet_blsp.encoders.abs_encoder import AbsSpeechEncoder
-from espnet_blsp.tasks.blsp import absolute_model_path, build_encoder
+from espnet_blsp.tasks.registry import absolute_model_path, build_encoder
 from espnet_blsp.utils.audio import length_sorted_batches, load_speech, pad_batch
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, write_kv, write_text
