@@ -7,11 +7,14 @@ from typeguard import typechecked
 
 from espnet_blsp.encoders.abs_encoder import AbsSpeechEncoder
 from espnet_blsp.utils.dtype import resolve_dtype
+from espnet_blsp.utils.dump_size import (  # noqa: F401  (the frame count, known without torch)
+    HOP_SAMPLES,
+    MIN_WINDOW_SAMPLES,
+    SAMPLE_RATE,
+    WINDOW_SAMPLES,
+    valid_frames,
+)
 from espnet_blsp.utils.frozen import FrozenModule
-
-SAMPLE_RATE = 16000
-WINDOW_SAMPLES = 30 * SAMPLE_RATE  # Whisper always sees 30 s windows.
-MIN_WINDOW_SAMPLES = 400  # one STFT window
 
 
 class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
@@ -92,7 +95,7 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
         if self.pad_to_30s:  # every frame is real: padding is part of the input
             mel_frames = torch.full((mel.size(0),), mel.size(-1), device=mel.device)
         else:
-            mel_frames = torch.tensor([w.numel() // 160 for w in windows], device=mel.device)
+            mel_frames = torch.tensor([w.numel() // HOP_SAMPLES for w in windows], device=mel.device)
         hidden = self._encode(mel, mel_frames)
         per_utt: List[List[torch.Tensor]] = [[] for _ in range(speech.size(0))]
         for h, w, i in zip(hidden, windows, owners):
@@ -135,9 +138,3 @@ class WhisperSpeechEncoder(AbsSpeechEncoder, FrozenModule):
 def _frame_mask(lengths: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
     """(B, size) 1 for valid frames."""
     return (torch.arange(size, device=lengths.device) < lengths[:, None]).to(dtype)
-
-
-def valid_frames(num_samples: int) -> int:
-    """Encoder frames that carry audio for ``num_samples`` samples."""
-    mel_frames = num_samples // 160  # HF drops the STFT's last frame.
-    return max(1, (mel_frames + 1) // 2)

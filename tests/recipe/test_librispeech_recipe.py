@@ -90,6 +90,7 @@ def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
     ]
     run = subprocess.run(cmd, cwd=recipe, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "the encoder dump will write ~" in run.stderr  # stage 4's estimate, before its jobs
 
     data = recipe / "data/train_960"
     assert (data / "wav.scp").read_text().count("\n") == 3
@@ -134,3 +135,16 @@ def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
     assert yaml.safe_load((recipe / "dump/encoder/train_960/encoder.yaml").read_text())["encoder_conf"]["dtype"] == "bfloat16"
     assert "was trained on other data or models" in redo.stdout
     assert "rm -r exp/blsp_prealign_tiny" in redo.stdout
+
+    # Encoding on the fly (the LibriSpeech default): no dump, and the waveforms'
+    # shapes become the frames' the dump had, so batch_bins means the same.
+    fly_args = ["--stage", "5", "--use_encoder_dump", "false", "--expdir", "exp_fly",
+                "--eval_untrained", "false", "--eval_text_llm", "false"]
+    fly = subprocess.run(cmd + fly_args, cwd=recipe, env=env, capture_output=True, text=True)
+    assert fly.returncode == 0, fly.stdout[-3000:] + fly.stderr[-3000:]
+    for part in ("train", "valid"):
+        frames = (recipe / f"exp_fly/blsp_stats/{part}/speech_shape.frames").read_text()
+        assert frames == (recipe / f"exp/blsp_stats/{part}/speech_shape").read_text()
+    exp = recipe / "exp_fly/blsp_train_tiny"
+    assert yaml.safe_load((exp / "config.yaml").read_text())["encoder"] == "whisper"
+    assert (exp / "eval/test_clean/blsp/nll_other").read_text().count("\n") == n_test

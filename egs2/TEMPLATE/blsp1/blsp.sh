@@ -30,8 +30,9 @@ response_data=continuation  # dump/raw/<set>/<file> with the training targets (s
 slot_data=           # further text data for prompt slots, e.g. "asr_hyp" (dump/raw/<set>/asr_hyp)
 check_instruction=true  # stop if training asks another instruction than stage 3 did
 prealign_config=     # if set, stage 6 first pre-aligns the adapter with it (e.g. CTC)
-use_encoder_dump=true  # cache the frozen encoder's frames once (stage 4)
+use_encoder_dump=true  # cache the frozen encoder's frames once (stage 4); false: encode on the fly
 encoder_dump_dtype=float32  # compute dtype of the dumped encoder (auto: bf16 where native)
+encoder_dump_feats_dtype=float32  # stored dtype of the dumped frames: float32, or float16 (half the disk)
 blsp_tag=             # experiment dir: ${expdir}/${exp_prefix}_${blsp_tag} (default tag: the train config's name)
 exp_prefix=blsp
 inference_model=valid.loss.ave.pth
@@ -61,7 +62,8 @@ Options (default):
   --train_args: extra arguments for espnet_blsp.bin.blsp_train
   --response_data ($response_data) --slot_data ($slot_data) --check_instruction ($check_instruction)
   --prealign_config: a config (e.g. conf/prealign_ctc.yaml) whose model initialises BLSP training
-  --use_encoder_dump ($use_encoder_dump) --inference_model ($inference_model)
+  --use_encoder_dump ($use_encoder_dump) --encoder_dump_dtype ($encoder_dump_dtype)
+  --encoder_dump_feats_dtype ($encoder_dump_feats_dtype) --inference_model ($inference_model)
   --eval_cascade ($eval_cascade) --eval_untrained ($eval_untrained) --eval_text_llm ($eval_text_llm)
 EOF2
 )
@@ -112,24 +114,46 @@ fi
 
 if "${use_encoder_dump}"; then
   speech_scp=feats.scp; speech_type=kaldi_ark; speech_root=${dumpdir}/encoder${encoder_tag}
+  speech_shape=speech_shape
 else
   speech_scp=wav.scp; speech_type=sound; speech_root=${dumpdir}/raw
+  speech_shape=speech_shape.frames  # stage 6 writes it: batch_bins counts encoder frames either way
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ] && "${use_encoder_dump}"; then
   log "Stage 4: encode speech once with the frozen encoder"
-  for dset in ${all_sets}; do
-    out=${speech_root}/${dset}
-    # Redone when the audio list, the encoder (model, layers) or the dtype changes.
-    what=("${dumpdir}/raw/${dset}/wav.scp" "${dumpdir}/raw/${dset}/utt2num_samples" "${whisper}" \
+  # What a set's dump is made from: redone when the audio list, the encoder
+  # (model, layers) or a dtype changes.
+  dump_inputs() {
+    what=("${dumpdir}/raw/$1/wav.scp" "${dumpdir}/raw/$1/utt2num_samples" "${whisper}" \
       "$(encoder_spec_of "${train_config}")" "${encoder_dump_dtype}")
-    if up_to_date "${out}/.done" "${what[@]}"; then log "${out}/feats.scp done, skipping"; continue; fi
+    # float32 dumps predate the option: their markers stay valid.
+    [ "${encoder_dump_feats_dtype}" = float32 ] || what+=("feats_dtype=${encoder_dump_feats_dtype}")
+  }
+  todo=()
+  for dset in ${all_sets}; do
+    case " ${todo[*]} " in *" ${dset} "*) continue;; esac
+    dump_inputs "${dset}"
+    if up_to_date "${speech_root}/${dset}/.done" "${what[@]}"; then log "${speech_root}/${dset}/feats.scp done, skipping"; continue; fi
+    todo+=("${dset}")
+  done
+  if [ ${#todo[@]} -gt 0 ]; then
+    # The size of what is left to dump, before any job: stops if the disk cannot hold it.
+    raw_dirs=()
+    for dset in "${todo[@]}"; do raw_dirs+=("${dumpdir}/raw/${dset}"); done
+    ${python} -m espnet_blsp.utils.dump_size --config "${train_config}" --model "${whisper}" \
+      --feats_dtype "${encoder_dump_feats_dtype}" --out_root "${speech_root}" "${raw_dirs[@]}" \
+      || { log "Stage 4 stopped before writing anything (see above)"; exit 1; }
+  fi
+  for dset in "${todo[@]}"; do
+    out=${speech_root}/${dset}
+    dump_inputs "${dset}"
     rm -f "${out}/.done"
     mkdir -p "${out}"
     # Each job writes its own ark and, last, its feats.scp.
     # The training config says which encoder (and which of its layers) to dump.
     run_split "${dumpdir}/raw/${dset}/wav.scp" "${out}" dump \
-      "${python} -m espnet_blsp.bin.dump_encoder --config ${train_config} --encoder_conf model_name_or_path=${whisper} --encoder_conf dtype=${encoder_dump_dtype} --num_threads ${num_threads} --wav_scp @IN@ --out_dir @OUT@" \
+      "${python} -m espnet_blsp.bin.dump_encoder --config ${train_config} --encoder_conf model_name_or_path=${whisper} --encoder_conf dtype=${encoder_dump_dtype} --feats_dtype ${encoder_dump_feats_dtype} --num_threads ${num_threads} --wav_scp @IN@ --out_dir @OUT@" \
       feats.scp
     cp "${out}/split_dump/out.1/encoder.yaml" "${out}/encoder.yaml"
     mark_done "${out}/.done" "${what[@]}"
@@ -189,14 +213,21 @@ train() {
       --config "${config}" $(encoder_args) --llm_conf model_name_or_path="${llm}" \
       $(data_args train "${train_set}") $(data_args valid "${valid_set}") \
       --train_shape_file "${stats_dir}/train/response_shape" \
-      --train_shape_file "${stats_dir}/train/speech_shape" \
+      --train_shape_file "${stats_dir}/train/${speech_shape}" \
       --valid_shape_file "${stats_dir}/valid/response_shape" \
-      --valid_shape_file "${stats_dir}/valid/speech_shape" \
+      --valid_shape_file "${stats_dir}/valid/${speech_shape}" \
       --resume true --output_dir "${dir}" ${ddp_args} "$@" ${train_args}
   [ -f "${dir}/train_seconds" ] || echo $(( SECONDS - start )) > "${dir}/train_seconds"
 }
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+  if ! "${use_encoder_dump}"; then
+    # Stage 5 measured waveforms (samples); the encoder turns them into frames.
+    for part in train valid; do
+      ${python} -c 'import sys; from pathlib import Path; from espnet_blsp.utils.dump_size import frames_shape; frames_shape(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4])' \
+        "${stats_dir}/${part}/speech_shape" "${stats_dir}/${part}/speech_shape.frames" "${train_config}" "${whisper}"
+    done
+  fi
   init_args=()
   if [ -n "${prealign_config}" ]; then
     prealign_exp=${expdir}/blsp_$(basename "${prealign_config}" .yaml)

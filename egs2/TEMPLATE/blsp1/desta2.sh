@@ -29,7 +29,8 @@ whisper=
 describe_config=conf/describe.yaml  # step 1: the LLM describes each seed transcript
 train_config=conf/train_desta2.yaml
 train_args=
-encoder_dump_dtype=float32
+encoder_dump_dtype=float32        # compute dtype of the dumped encoder (auto: bf16 where native)
+encoder_dump_feats_dtype=float32  # stored dtype of the dumped frames: float32, or float16 (half the disk)
 desta2_tag=
 inference_model=valid.loss.ave.pth
 inference_batch_size=16
@@ -57,6 +58,7 @@ Options (default):
   --stage ($stage) --stop_stage ($stop_stage) --nj ($nj) --ngpu ($ngpu)
   --describe_config ($describe_config) --train_config ($train_config)
   --seed_attributes ($seed_attributes) --blsp_exp ($blsp_exp) --eval_qa ($eval_qa)
+  --encoder_dump_dtype ($encoder_dump_dtype) --encoder_dump_feats_dtype ($encoder_dump_feats_dtype)
 EOF2
 )
 
@@ -82,7 +84,7 @@ blsp() {
     --train_set "${train_set}" --valid_set "${valid_set}" --test_sets "${test_sets}" \
     --min_sec "${min_sec}" --max_sec "${max_sec}" --llm "${llm}" --whisper "${whisper}" \
     --train_config "${train_config}" --train_args "${train_args}" \
-    --encoder_dump_dtype "${encoder_dump_dtype}" \
+    --encoder_dump_dtype "${encoder_dump_dtype}" --encoder_dump_feats_dtype "${encoder_dump_feats_dtype}" \
     --response_data description --slot_data asr_hyp --check_instruction false \
     --exp_prefix desta2 --blsp_tag "${desta2_tag}"
 }
