@@ -1,5 +1,8 @@
 """Any HF ``AutoModelForCausalLM``, frozen (optionally with LoRA), as the BLSP language model."""
 
+import copy
+import functools
+import types
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -35,6 +38,21 @@ class HFCausalLM(AbsLLM, FrozenModule):
             missing keys; ``{}`` takes them all). ``target_modules`` is a list
             of module name suffixes, a regex or "all-linear", as in peft.
             None: no LoRA, the LLM is wholly frozen.
+        gradient_checkpointing: Recompute each decoder layer's activations
+            in the backward pass instead of keeping them from the forward
+            (``torch.utils.checkpoint``, non-reentrant). A layer then keeps
+            only its input, D numbers per position, instead of ~15-17x that
+            (the norms' float32 inputs, attention's queries, keys, values
+            and output, the MLP's three intermediate-size tensors; see
+            ``bench/train_memory.py``), for one more forward of the LLM per
+            step: ~1.5x the step time, as the frozen LLM's backward costs
+            about one forward (1.49x measured on the CPU demo). The
+            gradients are the same. It acts only where gradients are taken
+            through :meth:`hidden_states` (training); scoring under
+            ``no_grad`` and generation run as without it. HF's own
+            ``gradient_checkpointing_enable`` would do nothing here: it acts
+            only on modules in training mode, and the frozen LLM stays in
+            eval mode (it would also drop the prompt-prefix cache).
     """
 
     @typechecked
@@ -45,6 +63,7 @@ class HFCausalLM(AbsLLM, FrozenModule):
         gguf_file: Optional[str] = None,
         attn_implementation: str = "sdpa",
         lora: Optional[Dict] = None,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -73,6 +92,12 @@ class HFCausalLM(AbsLLM, FrozenModule):
         self.freeze()
         if self.lora is not None:
             self.model = _with_lora(self.model, self.lora)
+        self.gradient_checkpointing = gradient_checkpointing
+        if gradient_checkpointing and not decoder_layers(self._body()):
+            raise ValueError(
+                f"{model_name_or_path}: gradient_checkpointing needs HF decoder layers "
+                f"(GradientCheckpointingLayer), and {type(self._body()).__name__} has none"
+            )
 
     def hf_model(self) -> torch.nn.Module:
         """The HF causal LM itself (with LoRA layers in place, if any)."""
@@ -123,17 +148,44 @@ class HFCausalLM(AbsLLM, FrozenModule):
     ) -> torch.Tensor:
         past = None
         if len(prefix):
-            past, attention_mask = self._after_prefix(prefix, attention_mask)
+            past, attention_mask = self._after_prefix(prefix, attention_mask, read_only=True)
         # The body alone: the vocabulary projection is applied only where a
         # loss is taken, which saves a large matmul per padded position.
-        out = self._body()(
-            inputs_embeds=inputs_embeds.to(self.dtype),
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past,
-            use_cache=False,
-        )
+        with self._checkpointing():
+            out = self._body()(
+                inputs_embeds=inputs_embeds.to(self.dtype),
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past,
+                use_cache=False,
+            )
         return out.last_hidden_state
+
+    @contextmanager
+    def _checkpointing(self) -> Iterator[None]:
+        """Inside, while gradient checkpointing is on and grad is enabled,
+        each decoder layer's forward runs under ``torch.utils.checkpoint``.
+
+        The layers' ``forward`` is wrapped on the instances for the duration
+        only (the classes and state dict keys stay as they are); the
+        backward pass recomputes through the wrapped forward, after the
+        context is left.
+        """
+        if not (self.gradient_checkpointing and torch.is_grad_enabled()):
+            yield
+            return
+        layers = decoder_layers(self._body())
+        own = [layer.__dict__.get("forward") for layer in layers]  # e.g. accelerate's hooks
+        for layer in layers:
+            layer.forward = functools.partial(_checkpointed, layer.forward)
+        try:
+            yield
+        finally:
+            for layer, forward in zip(layers, own):
+                if forward is None:
+                    del layer.forward
+                else:
+                    layer.forward = forward
 
     def _body(self) -> torch.nn.Module:
         """The transformer without its vocabulary projection (HF's
@@ -141,22 +193,33 @@ class HFCausalLM(AbsLLM, FrozenModule):
         wrapper, hence through :meth:`hf_model`)."""
         return self.hf_model().base_model
 
-    def _after_prefix(self, prefix: Sequence[int], attention_mask: torch.Tensor):
+    def _after_prefix(self, prefix: Sequence[int], attention_mask: torch.Tensor, read_only: bool = False):
         """The prefix's keys/values for the batch, and the batch's mask
         extended over the prefix."""
         batch_size = attention_mask.size(0)
         ones = attention_mask.new_ones(batch_size, len(prefix))
-        return self._prefix_cache(tuple(prefix), batch_size), torch.cat([ones, attention_mask], dim=1)
+        cache = self._prefix_cache(tuple(prefix), batch_size, read_only)
+        return cache, torch.cat([ones, attention_mask], dim=1)
 
-    def _prefix_cache(self, prefix: Tuple[int, ...], batch_size: int):
-        """The prefix's keys and values as a cache for ``batch_size`` rows."""
+    def _prefix_cache(self, prefix: Tuple[int, ...], batch_size: int, read_only: bool = False):
+        """The prefix's keys and values as a cache for ``batch_size`` rows.
+
+        ``read_only``: a forward reads the cache but does not extend it, so a
+        decoder layer run twice (recomputed under gradient checkpointing)
+        sees the same prefix both times; it holds the prefix once, not once
+        per row (a checkpointed step keeps the cache until its backward).
+        """
         from transformers import DynamicCache
 
+        rows = 1 if read_only else batch_size
         # The config keeps each layer's kind (full or sliding-window attention).
-        return DynamicCache(
-            [(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in self._prefix_kv_of(prefix)],
+        cache = DynamicCache(
+            [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefix_kv_of(prefix)],
             config=self.hf_model().config,
         )
+        if read_only:
+            cache.update = types.MethodType(_update_without_storing, cache)
+        return cache
 
     def _prefix_kv_of(self, prefix: Tuple[int, ...]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the (1, heads, len, dim) keys and values of a shared
@@ -260,6 +323,47 @@ def _with_lora(model: torch.nn.Module, conf: Dict) -> torch.nn.Module:
     # peft freezes the rest and (autocast_adapter_dtype) makes 16-bit LoRA
     # weights float32; FrozenModule keeps them so under the trainer's cast.
     return get_peft_model(model, config)
+
+
+def decoder_layers(body: torch.nn.Module) -> List[torch.nn.Module]:
+    """The repeated decoder layers of an HF transformer body (HF marks
+    them as ``GradientCheckpointingLayer``), outermost ones only."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers, names = [], []
+    for name, module in body.named_modules():
+        if isinstance(module, GradientCheckpointingLayer) and not any(name.startswith(n + ".") for n in names):
+            layers.append(module)
+            names.append(name)
+    return layers
+
+
+def _checkpointed(forward, *args, **kwargs):
+    """``forward(*args, **kwargs)``, its activations recomputed in the
+    backward pass.
+
+    Non-reentrant checkpointing: gradients reach every tensor the forward
+    used (the adapter's ``inputs_embeds``, LoRA weights, prefix keys and
+    values that carry gradient), not only the positional inputs, and the RNG
+    state is replayed (LoRA dropout drops the same units twice). A decoder
+    layer's forward is HF's checkpointing wrapper, a pass-through in eval
+    mode.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def _update_without_storing(
+    cache, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs
+):
+    """``Cache.update`` on a copy of the layer's cache, its one row expanded
+    to the batch: the keys and values the layer attends to (the cached
+    ones, then the new ones), the cache itself unchanged."""
+    layer = copy.copy(cache.layers[layer_idx])
+    rows = key_states.size(0)
+    layer.keys, layer.values = layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)
+    return layer.update(key_states, value_states, *args, **kwargs)
 
 
 def _forget_prefixes(llm: HFCausalLM, incompatible_keys) -> None:
