@@ -16,6 +16,6 @@ local/prepare_models.sh "${models}"
   --continuation_config conf/continuation.yaml \
   --prealign_config conf/prealign_ctc.yaml \
   --train_config conf/train_blsp.yaml \
-  --nj 2 --ngpu 0 --train_threads 2 \
+  --nj 2 --ngpu 0 --train_threads 2 --inference_batch_size 64 \
   --encoder_dump_dtype auto \
   "$@"

@@ -22,7 +22,7 @@ blsp_exp=../blsp/exp/blsp_train_blsp
   --describe_config conf/describe.yaml \
   --train_config conf/train_desta2.yaml \
   --blsp_exp "${blsp_exp}" \
-  --nj 2 --ngpu 0 --train_threads 2 \
+  --nj 2 --ngpu 0 --train_threads 2 --inference_batch_size 64 \
   --encoder_dump_dtype auto \
   --eval_qa false \
   "$@"
