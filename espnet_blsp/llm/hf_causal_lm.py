@@ -55,12 +55,14 @@ class HFCausalLM(AbsLLM, FrozenModule):
             eval mode (it would also drop the prompt-prefix cache).
         compile: ``torch.compile`` (dynamic shapes) each decoder layer's
             parts other than attention (the MLP and the norms, where
-            elementwise ops are fused), at the first training forward: the
-            demo's training step took 0.86x the time on a 2-core AVX2 CPU
-            (``bench/profile_step.py --compile``), after ~25 s of
-            compiling per process (~10 s with inductor's cache). Whole layers
-            recompile per layer and fall back to eager. Processes that only
-            generate or score never compile.
+            elementwise ops fuse), at the first training forward. Same
+            gradients (tested). On the 2-core AVX2 CPU it bought nothing
+            measurable (demo step 1149/1191 ms without, 1164/1179 ms with,
+            ``bench/profile_step.py --compile``; matmuls are 2/3 of the step)
+            and costs ~10-25 s of compiling per process; not measured on a
+            GPU, where elementwise ops weigh more. Whole layers recompile
+            per layer and fall back to eager. Processes that only generate
+            or score never compile.
     """
 
     @typechecked
