@@ -23,11 +23,11 @@ import numpy as np
 import soundfile
 from typeguard import typechecked
 
-from espnet_blsp.encoders.whisper_encoder import MIN_WINDOW_SAMPLES as MIN_SAMPLES  # shortest it encodes
 from espnet_blsp.utils.cli import setup
+from espnet_blsp.utils.dump_size import MIN_WINDOW_SAMPLES as MIN_SAMPLES  # shortest Whisper encodes
+from espnet_blsp.utils.dump_size import SAMPLE_RATE
 from espnet_blsp.utils.kaldi_dir import DataDirError, check_same_keys, read_kv, write_kv
 
-SAMPLE_RATE = 16000
 BLOCK = 30 * SAMPLE_RATE  # decode in blocks: long files need not fit in memory
 
 

@@ -7,7 +7,7 @@ from typeguard import typechecked
 
 from espnet_blsp.encoders.abs_encoder import AbsSpeechEncoder
 from espnet_blsp.utils.dtype import resolve_dtype
-from espnet_blsp.utils.dump_size import (  # noqa: F401  (the frame count, known without torch)
+from espnet_blsp.utils.dump_size import (  # the frame count, known without torch
     HOP_SAMPLES,
     MIN_WINDOW_SAMPLES,
     SAMPLE_RATE,

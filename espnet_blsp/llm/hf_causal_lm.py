@@ -105,7 +105,10 @@ class HFCausalLM(AbsLLM, FrozenModule):
             self.model = _with_lora(self.model, self.lora)
         self.gradient_checkpointing = gradient_checkpointing
         self.compile_layers = compile
-        if gradient_checkpointing and not decoder_layers(self._body()):
+        self._compiled = False
+        # Found once: checkpointing wraps them and compile compiles their parts.
+        self._layers = decoder_layers(self._body())
+        if gradient_checkpointing and not self._layers:
             raise ValueError(
                 f"{model_name_or_path}: gradient_checkpointing needs HF decoder layers "
                 f"(GradientCheckpointingLayer), and {type(self._body()).__name__} has none"
@@ -158,7 +161,7 @@ class HFCausalLM(AbsLLM, FrozenModule):
         position_ids: torch.Tensor,
         prefix: Sequence[int] = (),
     ) -> torch.Tensor:
-        if self.compile_layers and torch.is_grad_enabled():
+        if self.compile_layers and not self._compiled and torch.is_grad_enabled():
             self._compile()
         past = None
         if len(prefix):
@@ -177,11 +180,12 @@ class HFCausalLM(AbsLLM, FrozenModule):
 
     def _compile(self) -> None:
         """Compiles the decoder layers' non-attention parts in place (their
-        parameter names stay), once."""
-        for layer in decoder_layers(self._body()):
+        parameter names stay)."""
+        for layer in self._layers:
             for name, part in layer.named_children():
-                if "attn" not in name and getattr(part, "_compiled_call_impl", None) is None:
+                if "attn" not in name:
                     part.compile(dynamic=True)
+        self._compiled = True
 
     @contextmanager
     def _checkpointing(self) -> Iterator[None]:
@@ -196,7 +200,7 @@ class HFCausalLM(AbsLLM, FrozenModule):
         if not (self.gradient_checkpointing and torch.is_grad_enabled()):
             yield
             return
-        layers = decoder_layers(self._body())
+        layers = self._layers
         own = [layer.__dict__.get("forward") for layer in layers]  # e.g. accelerate's hooks
         for layer in layers:
             layer.forward = functools.partial(_checkpointed, layer.forward)
