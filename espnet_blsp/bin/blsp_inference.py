@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from typeguard import typechecked
 
+from espnet_blsp.bin.pack import locate_pretrained
 from espnet_blsp.encoders.abs_encoder import AbsSpeechEncoder
 from espnet_blsp.encoders.precomputed_encoder import PrecomputedEncoder
 from espnet_blsp.llm.batch import Row, response_scores
@@ -64,6 +65,25 @@ class Speech2Response:
         self.model.eval().requires_grad_(False)
         self.generate_kwargs = generate_kwargs or {"max_new_tokens": 64, "do_sample": False}
         self._waveform_encoder = None
+
+    @classmethod
+    @typechecked
+    def from_pretrained(
+        cls,
+        source: Union[Path, str],
+        model_file: Optional[str] = None,
+        cache_dir: Optional[Union[Path, str]] = None,
+        **kwargs,
+    ) -> "Speech2Response":
+        """The trained model of an experiment dir or of an archive written by
+        ``espnet_blsp.bin.pack`` (see :func:`espnet_blsp.bin.pack.locate_pretrained`
+        for the arguments; ``kwargs`` go to the constructor).
+
+        Example:
+            >>> s2r = Speech2Response.from_pretrained("exp/blsp_train_blsp/packed.zip")
+            >>> s2r = Speech2Response.from_pretrained("exp/blsp_train_blsp", "valid.loss.best.pth")
+        """
+        return cls(*locate_pretrained(source, model_file, cache_dir), **kwargs)
 
     @torch.no_grad()
     def rows(
