@@ -108,3 +108,15 @@ def test_task_tables_are_systems_by_test_sets(tmp_path):
     assert "### WER % ↓\n\n| system | test_clean (asr, 10) |" in table
     assert "| Whisper+LLM cascade | 25.00 |\n| BLSP (trained adapter) | 20.00 |" in table
     assert "### chrF ↑" in table and "accuracy" not in table
+    # Variant experiments (blsp.sh --variant_configs): their trained adapter is a
+    # row, named by the experiment, in the paper's order.
+    variant = tmp_path / "exp/blsp_train_asr_pretrain/eval"
+    (variant / "test_clean/blsp").mkdir(parents=True)
+    (variant / "test_clean/blsp/score.json").write_text(json.dumps(
+        {"num_utts": 10, "asr_wer": 9.0, "tasks": {"asr": {"metric": "wer", "wer": 9.0, "num_utts": 10}}}))
+    (variant / "test_clean/blsp_untrained").mkdir()  # only the trained adapter counts
+    (variant / "test_clean/blsp_untrained/score.json").write_text(json.dumps({"num_utts": 10, "asr_wer": 99.0}))
+    table = score.task_tables(tmp_path, [variant])
+    assert "| ASR pretraining (adapter trained to transcribe) | 9.00 |\n| BLSP (trained adapter) | 12.50 |" in table
+    assert "| ASR pretraining (adapter trained to transcribe) | – | – | 9.00 | – | – |" in score.results_table(
+        tmp_path, variants=[variant])

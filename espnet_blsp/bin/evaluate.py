@@ -111,7 +111,10 @@ def main(cmd: Optional[List[str]] = None):
         s2r = Speech2Response(args.train_config, args.model_file, generate_kwargs=conf["generate"])
         scp, kind = args.speech.split(",")
         keys, speech = load_split(scp, kind, keys)  # once, for all three outputs
-        instruction = s2r.model.tasks[0].spec  # the one it was trained with
+        # The instruction the responses were trained with; a model trained on
+        # transcripts only (ASR pretraining) is asked the continuation config's.
+        trained = [t.spec for t in s2r.model.tasks if t.target == "response"]
+        instruction = trained[0] if trained else conf["instruction"]
         slot_texts = None
         if args.asr_hyp:
             slot_texts = {"asr_hyp": list(read_values(args.asr_hyp, keys).values())}

@@ -24,12 +24,14 @@ from typing import Dict, List, Optional, Sequence
 
 from typeguard import typechecked
 
+from espnet_blsp.analysis.summary import GAP_HEADER, gap_cells
 from espnet_blsp.evaluation.metrics import accuracy, bleu_chrf, wer
 from espnet_blsp.evaluation.tasks import EvalTask, load_tasks
 from espnet_blsp.utils.cli import setup
 from espnet_blsp.utils.kaldi_dir import DataDirError, read_kv
 
-ROW_ORDER = ["text_llm", "whisper_cascade", "blsp_untrained", "desta2_untrained", "blsp", "desta2"]
+ROW_ORDER = ["text_llm", "whisper_cascade", "blsp_untrained", "desta2_untrained", "train_asr_pretrain", "blsp",
+             "train_blsp_rp", "train_blsp_kd", "desta2"]
 ROW_NAMES = {
     "text_llm": "Text+LLM (reference transcript; upper bound)",
     "whisper_cascade": "Whisper+LLM cascade",
@@ -37,6 +39,10 @@ ROW_NAMES = {
     "desta2_untrained": "Untrained Q-Former (+transcript)",
     "blsp": "BLSP (trained adapter)",
     "desta2": "DeSTA2 (Q-Former + transcript)",
+    # The paper's baselines and variants (blsp.sh --variant_configs), by config name.
+    "train_asr_pretrain": "ASR pretraining (adapter trained to transcribe)",
+    "train_blsp_rp": "BLSP-RP (continuation + transcription 9:1)",
+    "train_blsp_kd": "BLSP-KD (CIF adapter, KL distillation)",
 }
 
 
@@ -114,21 +120,35 @@ def mean_nll(path: Path) -> float:
 
 
 @typechecked
-def results_table(results_dir: Path, task: str = "continuation") -> str:
-    """Markdown tables, one per test set, from ``<set>/<system>/score.json``.
+def gather(results_dir: Path, variants: Sequence[Path] = ()) -> Dict[str, Dict[str, Dict]]:
+    """Scores by test set and system: ``<results_dir>/<set>/<system>/score.json``,
+    and the trained adapter (``<set>/blsp``) of each variant experiment's eval
+    dir, as the system named by its experiment (``exp/blsp_train_asr_pretrain/eval``:
+    ``train_asr_pretrain``)."""
+    found: Dict[str, Dict[str, Dict]] = {}
+    for path in sorted(results_dir.glob("*/*/score.json")):
+        found.setdefault(path.parent.parent.name, {})[path.parent.name] = json.loads(path.read_text())
+    for eval_dir in variants:
+        name = eval_dir.resolve().parent.name.split("_", 1)[-1]
+        for path in sorted(eval_dir.glob("*/blsp/score.json")):
+            found.setdefault(path.parent.parent.name, {})[name] = json.loads(path.read_text())
+    return found
+
+
+@typechecked
+def results_table(results_dir: Path, task: str = "continuation", variants: Sequence[Path] = ()) -> str:
+    """Markdown tables, one per test set, from :func:`gather`'s scores.
 
     Args:
         task: What the systems answered (``continuation`` or ``description``):
             the column names, and what the Text+LLM row read.
+        variants: Eval dirs of variant experiments (rows of their trained adapter).
     """
     lines = []
-    for set_dir in sorted(p for p in results_dir.iterdir() if p.is_dir()):
-        systems = {p.parent.name: json.loads(p.read_text()) for p in set_dir.glob("*/score.json")}
-        if not systems:
-            continue
+    for dset, systems in sorted(gather(results_dir, variants).items()):
         n = max(int(s.get("num_utts", 0)) for s in systems.values())
         lines += [
-            f"### {set_dir.name} ({n} utterances)",
+            f"### {dset} ({n} utterances)",
             "",
             f"| system | {task} chrF ↑ | {task} BLEU ↑ | ASR WER % ↓ | {task} loss ↓ "
             "| loss drop from own input ↑ |",
@@ -151,17 +171,17 @@ TASK_TABLES = (("wer", "WER % ↓"), ("bleu", "BLEU ↑"), ("chrf", "chrF ↑"),
 
 
 @typechecked
-def task_tables(results_dir: Path) -> str:
-    """The paper's Table 1 shape: per metric, systems × (test set, task), from each
-    ``<set>/<system>/score.json``'s ``tasks``; "" when no system has task scores."""
+def task_tables(results_dir: Path, variants: Sequence[Path] = ()) -> str:
+    """The paper's Table 1 shape: per metric, systems × (test set, task), from
+    the ``tasks`` of :func:`gather`'s scores; "" when no system has task scores."""
     cells: Dict[str, Dict[str, Dict[str, float]]] = {}  # metric -> system -> column -> value
-    for path in sorted(results_dir.glob("*/*/score.json")):
-        dset, system = path.parent.parent.name, path.parent.name
-        for task, s in json.loads(path.read_text()).get("tasks", {}).items():
-            for metric, _ in TASK_TABLES:
-                if metric in s:
-                    column = f"{dset} ({task}, {int(s['num_utts'])})"
-                    cells.setdefault(metric, {}).setdefault(system, {})[column] = s[metric]
+    for dset, systems in gather(results_dir, variants).items():
+        for system, scores in systems.items():
+            for task, s in scores.get("tasks", {}).items():
+                for metric, _ in TASK_TABLES:
+                    if metric in s:
+                        column = f"{dset} ({task}, {int(s['num_utts'])})"
+                        cells.setdefault(metric, {}).setdefault(system, {})[column] = s[metric]
     lines = []
     for metric, title in TASK_TABLES:
         if metric not in cells:
@@ -175,6 +195,34 @@ def task_tables(results_dir: Path) -> str:
             row = [f"{systems[name][c]:.2f}" if c in systems[name] else "–" for c in columns]
             lines.append(f"| {ROW_NAMES.get(name, name)} | " + " | ".join(row) + " |")
         lines.append("")
+    return "\n".join(lines)
+
+
+@typechecked
+def representation_section(root: Path) -> str:
+    """RESULTS.md's representation analysis (espnet_blsp.bin.analyze_representation):
+    per test set, systems × tasks, how much closer the LLM's states of the
+    speech are to its own transcript's than to another utterance's, and each
+    system's heatmap; "" when ``root`` (``<exp>/representation``) holds none."""
+    lines = []
+    for set_dir in sorted(p for p in root.glob("*") if p.is_dir()):
+        rows = {p.parent.name: gap_cells(p) for p in set_dir.glob("*/content.tsv")}
+        if not rows:
+            continue
+        tasks = list(dict.fromkeys(t for cells in rows.values() for t in cells))
+        lines += [
+            f"### {set_dir.name}: cos(speech, own transcript) - cos(speech, another's transcript), {GAP_HEADER}",
+            "",
+            "| system | " + " | ".join(tasks) + " |",
+            "|---" * (len(tasks) + 1) + "|",
+        ]
+        for name in row_order(rows):
+            lines.append(f"| {ROW_NAMES.get(name, name)} | " + " | ".join(rows[name].get(t, "–") for t in tasks) + " |")
+        lines += ["", "The LLM's hidden states mean-pooled from the slot to the prompt's end and centered "
+                  "(espnet_blsp/analysis/representation.py). Heatmaps (the similarity of every "
+                  "(modality, task) pair at the first, middle and last layer, and the speech-transcript "
+                  "similarity per layer): "
+                  + ", ".join(f"[{name}]({set_dir / name / 'heatmap.png'})" for name in row_order(rows)), ""]
     return "\n".join(lines)
 
 
@@ -219,6 +267,10 @@ def main(cmd: Optional[List[str]] = None):
     parser.add_argument("--out", type=Path, help="markdown output (with --results or --compare)")
     parser.add_argument("--compare", type=Path, nargs="+", help="experiment dirs to tabulate side by side")
     parser.add_argument("--set", help="the test set of --compare")
+    parser.add_argument("--variants", type=Path, nargs="+", default=[],
+                        help="with --results: eval dirs of variant experiments, their trained adapter a row each")
+    parser.add_argument("--representation", type=Path,
+                        help="with --results: <exp>/representation, for the representation analysis section")
     args = parser.parse_args(cmd)
     setup(args)
     if args.sys_dir:
@@ -229,10 +281,13 @@ def main(cmd: Optional[List[str]] = None):
         logging.info(f"{args.sys_dir}: {scores}")
     if args.results or args.compare:
         if args.results:
-            table = results_table(args.results, args.task)
-            by_task = task_tables(args.results)
+            table = results_table(args.results, args.task, args.variants)
+            by_task = task_tables(args.results, args.variants)
             if by_task:
                 table += "\n## Tasks (the paper's Table 1)\n\n" + by_task
+            analysis = representation_section(args.representation) if args.representation else ""
+            if analysis:
+                table += "\n## Representation analysis (the paper's Appendix D)\n\n" + analysis
         else:
             table = compare_table(args.compare, args.set)
         print(table)

@@ -65,14 +65,20 @@ def make_corpus(root: Path) -> None:
     shutil.move(str(synth / "SPEAKERS.TXT"), str(corpus / "SPEAKERS.TXT"))
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
-def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory, tiny_llm_dir, tiny_whisper_dir):
+    """The recipe run through all stages: (recipe dir, env, command, its result)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng")
+    tmp_path = tmp_path_factory.mktemp("librispeech")
     make_corpus(tmp_path)
     # Two more test sets in their distributions' layouts: CoVoST 2 (48 kHz mp3
     # from Common Voice 4: BLEU) and SLURP (intent accuracy).
     commonvoice4, covost2 = make_cv4(tmp_path), make_covost(tmp_path)
     slurp = make_slurp(tmp_path)
-    shutil.copytree(REPO / "egs2", tmp_path / "egs2", symlinks=True)
+    for part in ("TEMPLATE", "librispeech/blsp"):  # not the demos' data and models
+        shutil.copytree(REPO / "egs2" / part, tmp_path / "egs2" / part, symlinks=True,
+                        ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "*.log"))
     recipe = tmp_path / "egs2/librispeech/blsp"
     (recipe / "conf/train_tiny.yaml").write_text(TRAIN_CONFIG)
     (recipe / "conf/prealign_tiny.yaml").write_text(PREALIGN_CONFIG)
@@ -96,8 +102,14 @@ def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
         "--train_config", "conf/train_tiny.yaml",
         "--prealign_config", "conf/prealign_tiny.yaml",
         "--eval_cascade", "false", "--nj", "2", "--python", sys.executable,
+        "--representation_opts", "--max_utts 2 --instructions transcription",
     ]
     run = subprocess.run(cmd, cwd=recipe, env=env, capture_output=True, text=True)
+    return recipe, env, cmd, run
+
+
+def test_recipe_runs_all_stages(recipe_run, tiny_whisper_dir):
+    recipe, env, cmd, run = recipe_run
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "the encoder dump will write ~" in run.stderr  # stage 4's estimate, before its jobs
 
@@ -124,6 +136,8 @@ def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
     assert "loss drop from own input" in results
     for row in ("Text+LLM", "Untrained adapter", "BLSP (trained adapter)"):
         assert row in results
+    assert "## Representation analysis (the paper's Appendix D)" in results
+    assert (exp / "representation/test_clean/blsp/heatmap.png").exists()
     # The paper's Table 1 shape: one table per metric, systems x (test set, task).
     n_st = (recipe / "dump/raw/test_covost2_en_de/text.de").read_text().count("\n")
     n_slu = (recipe / "dump/raw/test_slurp/utt2intent").read_text().count("\n")
@@ -154,10 +168,15 @@ def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
     assert "was trained on other data or models" in redo.stdout
     assert "rm -r exp/blsp_prealign_tiny" in redo.stdout
 
-    # Encoding on the fly (the LibriSpeech default): no dump, and the waveforms'
-    # shapes become the frames' the dump had, so batch_bins means the same.
+
+@pytest.mark.slow  # ~3 min more; CI runs it
+def test_recipe_encoding_on_the_fly(recipe_run):
+    """Encoding on the fly (the LibriSpeech default): no dump, and the waveforms'
+    shapes become the frames' the dump had, so batch_bins means the same."""
+    recipe, env, cmd, run = recipe_run
+    assert run.returncode == 0, run.stderr[-3000:]
     fly_args = ["--stage", "5", "--use_encoder_dump", "false", "--expdir", "exp_fly",
-                "--eval_untrained", "false", "--eval_text_llm", "false"]
+                "--eval_untrained", "false", "--eval_text_llm", "false", "--eval_representation", "false"]
     fly = subprocess.run(cmd + fly_args, cwd=recipe, env=env, capture_output=True, text=True)
     assert fly.returncode == 0, fly.stdout[-3000:] + fly.stderr[-3000:]
     for part in ("train", "valid"):
@@ -165,4 +184,5 @@ def test_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir):
         assert frames == (recipe / f"exp/blsp_stats/{part}/speech_shape").read_text()
     exp = recipe / "exp_fly/blsp_train_tiny"
     assert yaml.safe_load((exp / "config.yaml").read_text())["encoder"] == "whisper"
+    n_test = (recipe / "dump/raw/test_clean/continuation").read_text().count("\n")
     assert (exp / "eval/test_clean/blsp/nll_other").read_text().count("\n") == n_test

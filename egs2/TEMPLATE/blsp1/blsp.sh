@@ -14,6 +14,7 @@ python=python3
 dumpdir=dump
 expdir=exp
 # Data
+datadir=data        # Kaldi data dirs stage 2 reads: stage 1's, or an existing recipe's (e.g. ../asr1/data)
 train_set=
 valid_set=
 test_sets=
@@ -26,6 +27,9 @@ whisper=
 continuation_config=conf/continuation.yaml
 train_config=conf/train_blsp.yaml
 train_args=
+variant_configs=     # more training configs (the paper's baselines and variants, e.g.
+                     # conf/train_asr_pretrain.yaml): each trains its own exp dir with the
+                     # same data and init, and its trained adapter is a row of the tables
 response_data=continuation  # dump/raw/<set>/<file> with the training targets (stage 3 writes continuation)
 slot_data=           # further text data for prompt slots, e.g. "asr_hyp" (dump/raw/<set>/asr_hyp)
 check_instruction=true  # stop if training asks another instruction than stage 3 did
@@ -42,25 +46,35 @@ eval_config=         # each test set's tasks (ASR, ST, SLU), references and metr
 eval_cascade=true    # Whisper's transcript -> LLM (needs a Whisper with a decoder)
 eval_untrained=true  # the randomly initialised adapter, as a floor
 eval_text_llm=true   # the LLM reading the reference transcript, as a ceiling
+eval_representation=true  # the LLM's hidden states of speech vs. transcript (the paper's Appendix D)
+representation_set=  # ... on this test set (default: the first of --test_sets)
+representation_opts="--max_utts 32"  # espnet_blsp.bin.analyze_representation options
+skip_packing=true    # stage 9: pack the trained model into one archive (like ESPnet's asr.sh)
+pack_models=true     # ... with the local model dirs the config names (false: their paths only)
 
 help_message=$(cat <<EOF2
 Usage: $0 --train_set <set> --valid_set <set> --test_sets "<set> ..." --llm <model> --whisper <model>
 
 Stages:
-  1: data preparation (local/data.sh)
+  1: data preparation (local/data.sh) -> ${datadir}/<set>
   2: format: check data dirs, measure audio, filter by length -> ${dumpdir}/raw
   3: BLSP step 1: the LLM continues each transcript -> ${dumpdir}/raw/<set>/continuation
   4: dump the frozen encoder's frames -> ${dumpdir}/encoder/<set>/feats.scp
   5: shape statistics (ESPnet collect_stats)
-  6: train the adapter (ESPnet trainer), after an optional pre-alignment
-  7: decode test sets: continuation, continuation loss, each set's tasks (--eval_config; default ASR)
-  8: score and write RESULTS.md
+  6: train the adapter (ESPnet trainer), after an optional pre-alignment; then --variant_configs
+  7: decode test sets: continuation, continuation loss, each set's tasks (--eval_config; default ASR);
+     the representation analysis (--eval_representation)
+  8: score and write RESULTS.md (the variants' adapters as rows of the tables)
+  9: pack the trained model (--skip_packing false) -> ${expdir}/<exp>/<exp>_<model>.zip
 
 Options (default):
   --stage ($stage) --stop_stage ($stop_stage) --nj ($nj) --ngpu ($ngpu)
+  --datadir ($datadir): from --stage 2, the data dirs of an existing ESPnet recipe, e.g. ../asr1/data
   --llm, --whisper: HF hub names or local dirs
   --continuation_config ($continuation_config) --train_config ($train_config)
   --train_args: extra arguments for espnet_blsp.bin.blsp_train
+  --variant_configs: e.g. "conf/train_asr_pretrain.yaml conf/train_blsp_rp.yaml" -> ${expdir}/${exp_prefix}_<name>
+  --eval_representation ($eval_representation) --representation_set --representation_opts ($representation_opts)
   --response_data ($response_data) --slot_data ($slot_data) --check_instruction ($check_instruction)
   --prealign_config: a config (e.g. conf/prealign_ctc.yaml) whose model initialises BLSP training
   --use_encoder_dump ($use_encoder_dump) --encoder_dump_dtype ($encoder_dump_dtype)
@@ -85,11 +99,13 @@ encoder_tag=$(encoder_tag_of "${train_config}")
 stats_dir=${expdir}/blsp_stats${encoder_tag}
 eval_dir=${blsp_exp}/eval
 all_sets="${train_set} ${valid_set} ${test_sets}"
+variant_exp() { echo "${expdir}/${exp_prefix}_$(basename "$1" .yaml)"; }
+[ -n "${representation_set}" ] || representation_set=${test_sets%% *}
 
 if "${check_instruction}" && [ ${stage} -le 6 ] && [ ${stop_stage} -ge 3 ]; then
   # The targets of stage 3 answer the continuation config's instruction: training must ask the same.
   ${python} -m espnet_blsp.bin.check_instruction --generation_config "${continuation_config}" \
-    --train_config "${train_config}" ${prealign_config:+"${prealign_config}"}
+    --train_config "${train_config}" ${prealign_config:+"${prealign_config}"} ${variant_configs}
 fi
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
@@ -103,7 +119,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     opts="--min_sec ${min_sec} --max_sec ${max_sec}"
     # Test sets keep every utterance Whisper can encode (>= 25 ms; see ${dumpdir}/raw/<set>/dropped).
     case " ${test_sets} " in *" ${dset} "*) opts="--min_sec 0 --max_sec 100000";; esac
-    ${python} -m espnet_blsp.bin.format_data --src "data/${dset}" --dst "${dumpdir}/raw/${dset}" --nj "${nj}" ${opts}
+    ${python} -m espnet_blsp.bin.format_data --src "${datadir}/${dset}" --dst "${dumpdir}/raw/${dset}" --nj "${nj}" ${opts}
   done
 fi
 
@@ -239,6 +255,10 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   fi
   log "Stage 6: train the adapter -> ${blsp_exp} (log: ${blsp_exp}/train.log)"
   train "${train_config}" "${blsp_exp}" "${init_args[@]}"
+  for config in ${variant_configs}; do
+    log "Stage 6: train the variant ${config} -> $(variant_exp "${config}") (log: $(variant_exp "${config}")/train.log)"
+    train "${config}" "$(variant_exp "${config}")" "${init_args[@]}"
+  done
 fi
 
 # One system on one test set: its continuations, zero-shot transcripts and
@@ -262,12 +282,30 @@ evaluate() {
   mark_done "${sd}/.done" ${cmd}
 }
 
+# How alike the LLM's hidden states of speech and of its transcript are, for
+# one system, under several instructions (espnet_blsp.bin.analyze_representation).
+#   analyze <exp dir> <system name> [--model_file <file>]
+analyze() {
+  local exp=$1 name=$2
+  shift 2
+  local out=${blsp_exp}/representation/${representation_set}/${name}
+  local cmd="${python} -m espnet_blsp.bin.analyze_representation --train_config ${exp}/config.yaml $* --speech ${speech_root}/${representation_set}/${speech_scp},${speech_type} --text ${dumpdir}/raw/${representation_set}/text --title ${name} --num_threads ${num_threads} --out_dir ${out} ${representation_opts}"
+  # shellcheck disable=SC2086  # the command's words, each file in it fingerprinted
+  if up_to_date "${out}/.done" ${cmd}; then log "${out}: done, skipping"; return; fi
+  rm -f "${out}/.done"
+  log "${representation_set}: representation analysis of ${name} -> ${out}/heatmap.png"
+  ${decode_cmd} "${out}/analyze.log" ${cmd}
+  # shellcheck disable=SC2086
+  mark_done "${out}/.done" ${cmd}
+}
+
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   log "Stage 7: decode test sets"
   for dset in ${test_sets}; do
     d=${dumpdir}/raw/${dset}
     text_input="--llm ${llm}"
-    speech_input="--train_config ${blsp_exp}/config.yaml --batch_size ${inference_batch_size} --speech ${speech_root}/${dset}/${speech_scp},${speech_type}"
+    speech_of="--batch_size ${inference_batch_size} --speech ${speech_root}/${dset}/${speech_scp},${speech_type}"
+    speech_input="--train_config ${blsp_exp}/config.yaml ${speech_of}"
     if "${eval_text_llm}"; then
       log "${dset}: Text+LLM"
       # Its continuation is the reference itself (stage 3): not generated again.
@@ -285,13 +323,29 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     fi
     log "${dset}: BLSP (${inference_model})"
     evaluate "${eval_dir}/${dset}/blsp" "${dset}" "${speech_input} --model_file ${blsp_exp}/${inference_model}"
+    for config in ${variant_configs}; do
+      vexp=$(variant_exp "${config}")
+      log "${dset}: ${vexp} (${inference_model})"
+      evaluate "${vexp}/eval/${dset}/blsp" "${dset}" \
+        "--train_config ${vexp}/config.yaml ${speech_of} --model_file ${vexp}/${inference_model}"
+    done
   done
+  if "${eval_representation}"; then
+    if "${eval_untrained}"; then analyze "${blsp_exp}" blsp_untrained; fi
+    analyze "${blsp_exp}" blsp --model_file "${blsp_exp}/${inference_model}"
+    for config in ${variant_configs}; do
+      vexp=$(variant_exp "${config}")
+      analyze "${vexp}" "${vexp##*/${exp_prefix}_}" --model_file "${vexp}/${inference_model}"
+    done
+  fi
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
   log "Stage 8: scoring"
+  variant_evals=()
+  for config in ${variant_configs}; do variant_evals+=("$(variant_exp "${config}")/eval"); done
   for dset in ${test_sets}; do
-    for sd in "${eval_dir}/${dset}"/*/; do
+    for sd in "${eval_dir}/${dset}"/*/ "${variant_evals[@]/%//${dset}/blsp/}"; do
       [ -f "${sd}/.done" ] || continue
       ${python} -m espnet_blsp.bin.score --sys_dir "${sd%/}" \
         --ref_text "${dumpdir}/raw/${dset}/text" --ref_continuation "${dumpdir}/raw/${dset}/continuation" \
@@ -304,16 +358,27 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     echo "- recipe: egs2/$(basename "$(cd .. && pwd)")/$(basename "$PWD"), $(date '+%Y-%m-%d')"
     echo "- LLM: ${llm}; speech encoder: ${whisper}; config: ${train_config}; model: ${inference_model}"
     [ -z "${prealign_config}" ] || echo "- the adapter started from its pre-alignment with ${prealign_config}"
+    [ -z "${variant_configs}" ] || echo "- baselines and variants trained alike (same data, start and model): ${variant_configs}"
     echo "- continuation agreement is against the Text+LLM continuation (so Text+LLM is 100 by construction);"
     echo "  WER after Whisper's English normaliser; loss = mean per-token NLL of the Text+LLM continuation;"
     echo "  loss drop = that loss given another utterance's input (the next one in its decoding job) minus"
     echo "  the loss given its own: what the LLM takes from the speech (or text) it gets."
     [ -z "${eval_config}" ] || echo "- tasks, instructions, references and metrics of each test set: ${eval_config}"
     echo
-    ${python} -m espnet_blsp.bin.score --results "${eval_dir}"
+    ${python} -m espnet_blsp.bin.score --results "${eval_dir}" ${variant_evals[@]:+--variants "${variant_evals[@]}"} \
+      --representation "${blsp_exp}/representation"
   } > RESULTS.md.tmp
   mv RESULTS.md.tmp RESULTS.md
   cat RESULTS.md
   log "Results: $PWD/RESULTS.md"
+fi
+if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && ! "${skip_packing}"; then
+  packed=${blsp_exp}/$(basename "${blsp_exp}")_${inference_model%.pth}.zip
+  log "Stage 9: pack ${blsp_exp}/${inference_model} -> ${packed}"
+  results=(); [ -f RESULTS.md ] && results=(--option RESULTS.md)
+  ${python} -m espnet_blsp.bin.pack --train_config "${blsp_exp}/config.yaml" \
+    --model_file "${blsp_exp}/${inference_model}" --with_models "${pack_models}" \
+    --outpath "${packed}" "${results[@]}"
+  log "Load it anywhere: Speech2Response.from_pretrained(\"${packed}\")"
 fi
 log "Successfully finished."

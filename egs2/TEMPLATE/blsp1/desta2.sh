@@ -16,6 +16,7 @@ python=python3
 dumpdir=dump
 expdir=exp
 # Data
+datadir=data        # Kaldi data dirs stage 2 reads: stage 1's, or an existing recipe's (e.g. ../asr1/data)
 train_set=
 valid_set=
 test_sets=
@@ -56,6 +57,7 @@ Stages:
 
 Options (default):
   --stage ($stage) --stop_stage ($stop_stage) --nj ($nj) --ngpu ($ngpu)
+  --datadir ($datadir): from --stage 2, the data dirs of an existing ESPnet recipe (side files for the seeds)
   --describe_config ($describe_config) --train_config ($train_config)
   --seed_attributes ($seed_attributes) --blsp_exp ($blsp_exp) --eval_qa ($eval_qa)
   --encoder_dump_dtype ($encoder_dump_dtype) --encoder_dump_feats_dtype ($encoder_dump_feats_dtype)
@@ -80,7 +82,7 @@ all_sets="${train_set} ${valid_set} ${test_sets}"
 blsp() {
   ./blsp.sh --stage "$1" --stop_stage "$2" --nj "${nj}" --ngpu "${ngpu}" \
     --num_threads "${num_threads}" --train_threads "${train_threads}" --python "${python}" \
-    --dumpdir "${dumpdir}" --expdir "${expdir}" \
+    --dumpdir "${dumpdir}" --expdir "${expdir}" --datadir "${datadir}" \
     --train_set "${train_set}" --valid_set "${valid_set}" --test_sets "${test_sets}" \
     --min_sec "${min_sec}" --max_sec "${max_sec}" --llm "${llm}" --whisper "${whisper}" \
     --train_config "${train_config}" --train_args "${train_args}" \
