@@ -73,6 +73,10 @@ def test_stages_on_asr1_data_dirs_then_pack(tmp_path, tiny_llm_dir, tiny_whisper
     (recipe / "conf/continuation_tiny.yaml").write_text(CONTINUATION)
     (recipe / "conf/train_asr_pretrain.yaml").write_text(
         TRAIN_CONFIG + "model_conf:\n  tasks: [{instruction: transcription, target: transcript}]\n")
+    (recipe / "conf/train_blsp_kd.yaml").write_text(  # CIF adapter, KL to the LLM reading the transcript
+        TRAIN_CONFIG.replace("speech_adapter: conv_glu", "speech_adapter: cif")
+        .replace("speech_adapter_conf: {bottleneck_dim: 16}", "speech_adapter_conf: {hidden_size: 16}")
+        + "model_conf: {kd_weight: 0.5, adapter_loss_weight: 1.0}\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1",
                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     cmd = ["./blsp.sh", "--stage", "2", "--datadir", "../asr1/data",
@@ -80,7 +84,7 @@ def test_stages_on_asr1_data_dirs_then_pack(tmp_path, tiny_llm_dir, tiny_whisper
            "--llm", str(tiny_llm_dir), "--whisper", str(tiny_whisper_dir),
            "--continuation_config", "conf/continuation_tiny.yaml", "--train_config", "conf/train_tiny.yaml",
            "--eval_cascade", "false", "--eval_untrained", "false", "--nj", "2", "--python", sys.executable,
-           "--variant_configs", "conf/train_asr_pretrain.yaml", "--skip_packing", "false",
+           "--variant_configs", "conf/train_asr_pretrain.yaml conf/train_blsp_kd.yaml", "--skip_packing", "false",
            "--representation_opts", "--max_utts 2 --instructions continuation transcription"]
     run = subprocess.run(cmd, cwd=recipe, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -102,10 +106,12 @@ def test_stages_on_asr1_data_dirs_then_pack(tmp_path, tiny_llm_dir, tiny_whisper
     variant = recipe / "exp/blsp_train_asr_pretrain"
     assert "transcript" in (variant / "config.yaml").read_text() and (variant / "valid.loss.ave.pth").exists()
     assert (variant / "eval/test/blsp/continuation").read_text().count("\n") == 2
-    for row in ("| BLSP (trained adapter) |", "| ASR pretraining (adapter trained to transcribe) |"):
+    assert "kd_loss" in (recipe / "exp/blsp_train_blsp_kd/train.log").read_text()
+    for row in ("| BLSP (trained adapter) |", "| ASR pretraining (adapter trained to transcribe) |",
+                "| BLSP-KD (CIF adapter, KL distillation) |"):
         assert results.count(row) == 2, results  # the continuation table and the analysis
     assert "## Representation analysis (the paper's Appendix D)" in results
-    for name in ("blsp", "train_asr_pretrain"):
+    for name in ("blsp", "train_asr_pretrain", "train_blsp_kd"):
         png = exp / "representation/test" / name / "heatmap.png"
         assert png.read_bytes().startswith(b"\x89PNG") and f"({png.relative_to(recipe)})" in results
 
