@@ -15,7 +15,7 @@ from espnet_blsp.bin import analyze_representation, score
 from espnet_blsp.llm.batch import assemble, embed_ids, text_rows
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
 from espnet_blsp.llm.prompt import SPEECH, Prompt, build_prompt
-from espnet_blsp.utils.kaldi_dir import write_kv
+from espnet_blsp.utils.kaldi_dir import DataDirError, write_kv
 
 TEXTS = [
     "the quick brown fox jumps over the lazy dog",
@@ -101,7 +101,7 @@ def test_cli_writes_tables_heatmap_and_summary(tmp_path, tiny_whisper_dir, tiny_
     cmd = ["--train_config", str(config), "--speech", f"{tmp_path / 'wav.scp'},sound",
            "--text", str(tmp_path / "text"), "--out_dir", str(out), "--batch_size", "2",
            "--instructions", "continuation", "Transcribe the speech. <speech>"]
-    with pytest.raises(ValueError, match=r"text: no transcript for utterance u4"):
+    with pytest.raises(DataDirError, match=r"text: no value for utterance u4"):
         analyze_representation.main(cmd)
     analyze_representation.main(cmd + ["--max_utts", "3", "--title", "tiny"])
     assert sorted(p.name for p in out.iterdir()) == ["content.tsv", "heatmap.png", "similarity.tsv", "summary.md"]

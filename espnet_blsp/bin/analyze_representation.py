@@ -9,7 +9,7 @@ definitions in :mod:`espnet_blsp.analysis.representation`).
 
 Writes ``similarity.tsv`` (layer, cond_a, cond_b, cosine), ``content.tsv``
 (layer, task, matched, mismatched, gap), ``heatmap.png`` and ``summary.md``
-(the last layer's content check, for RESULTS.md) into ``--out_dir``.
+(the content check's gap at the middle layer and its mean over layers) into ``--out_dir``.
 """
 
 import argparse
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from espnet2.utils.types import str2bool
 from typeguard import typechecked
 
 from espnet_blsp.analysis.representation import (
@@ -28,7 +29,7 @@ from espnet_blsp.analysis.summary import GAP_HEADER, gap_cells
 from espnet_blsp.bin.blsp_inference import Speech2Response, load_split
 from espnet_blsp.llm.prompt import INSTRUCTIONS, PromptSpec
 from espnet_blsp.utils.cli import add_num_threads, setup
-from espnet_blsp.utils.kaldi_dir import atomic_output, read_kv, write_text
+from espnet_blsp.utils.kaldi_dir import atomic_output, read_kv, read_values, write_text
 
 DEFAULT_INSTRUCTIONS = ["continuation", "transcription", "translation_de", "sentiment"]
 Content = Dict[str, Tuple[torch.Tensor, torch.Tensor]]
@@ -48,16 +49,6 @@ def task_names(instructions: Sequence[PromptSpec]) -> List[str]:
             name = "_".join(words[:3]) or f"instruction{i + 1}"
         names.append(name if name not in names else f"{name}_{i + 1}")
     return names
-
-
-@typechecked
-def read_transcripts(path: Path, keys: Sequence[str], scp: str) -> List[str]:
-    """Each key's transcript; ValueError naming the file and the first key it lacks."""
-    texts = dict(read_kv(path))
-    for key in keys:
-        if key not in texts:
-            raise ValueError(f"{path}: no transcript for utterance {key} (in {scp})")
-    return [texts[k] for k in keys]
 
 
 @typechecked
@@ -136,7 +127,7 @@ def main(cmd: Optional[List[str]] = None):
     parser.add_argument("--max_utts", type=int, default=32, help="the scp's first N utterances")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--pool", choices=POOLS, default="from_slot")
-    parser.add_argument("--center", type=lambda s: s.lower() in ("true", "1", "yes"), default=True,
+    parser.add_argument("--center", type=str2bool, default=True,
                         help="subtract each layer's mean state before the cosines (default true)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the untrained adapter")
     parser.add_argument("--layers_to_plot", type=int, nargs="+", help="default: first, middle, last")
@@ -148,7 +139,7 @@ def main(cmd: Optional[List[str]] = None):
     torch.manual_seed(args.seed)
     scp, _, kind = args.speech.rpartition(",")
     keys = [k for k, _ in read_kv(scp)][: args.max_utts]
-    texts = read_transcripts(args.text, keys, scp)
+    texts = list(read_values(args.text, keys).values())
     keys, speech = load_split(scp, kind, keys)
     s2r = Speech2Response(args.train_config, args.model_file)
     names, sim, content = analyze(

@@ -14,9 +14,8 @@ paths to where it unpacked them.
 """
 
 import argparse
-import copy
-import logging
 import hashlib
+import logging
 import os
 import shutil
 import tarfile
@@ -28,6 +27,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import yaml
 from espnet2.main_funcs.pack_funcs import Archiver, unpack
+from espnet2.utils.types import str2bool
 from typeguard import typechecked
 
 from espnet_blsp.utils.cli import setup
@@ -71,8 +71,7 @@ def pack(
         if not f.is_file():
             raise FileNotFoundError(f"{f}: no such file to pack")
     exp = train_config.parent.name
-    config = yaml.safe_load(train_config.read_text(encoding="utf-8"))
-    packed_config = copy.deepcopy(config)
+    packed_config = yaml.safe_load(train_config.read_text(encoding="utf-8"))  # its model paths change below
     dirs: Dict[str, Path] = {}  # name in the archive -> local directory
     if with_models:
         for place, conf in local_models(packed_config):
@@ -170,7 +169,7 @@ def main(cmd: Optional[List[str]] = None):
     parser.add_argument("--model_file", type=Path, required=True)
     parser.add_argument("--outpath", type=Path, required=True)
     parser.add_argument(
-        "--with_models", type=lambda s: s.lower() in ("true", "1", "yes"), default=True,
+        "--with_models", type=str2bool, default=True,
         help="store the local model directories the config names (default true)",
     )
     parser.add_argument("--option", type=Path, nargs="*", default=[], help="further files, e.g. RESULTS.md")

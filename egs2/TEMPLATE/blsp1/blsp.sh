@@ -335,7 +335,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     analyze "${blsp_exp}" blsp --model_file "${blsp_exp}/${inference_model}"
     for config in ${variant_configs}; do
       vexp=$(variant_exp "${config}")
-      analyze "${vexp}" "${vexp##*/${exp_prefix}_}" --model_file "${vexp}/${inference_model}"
+      analyze "${vexp}" "$(basename "${config}" .yaml)" --model_file "${vexp}/${inference_model}"
     done
   fi
 fi
