@@ -149,6 +149,30 @@ def test_mentions_in_the_demo_examples_wording(tmp_path):
         "speed": (100, 0), "pitch": (100, 0), "volume": (100, 0), "noise": (100, 0), "reverb": (100, 0)}
 
 
+def test_packed_options_score_as_each_option_alone(tiny_llm_dir):
+    import torch
+
+    from espnet_blsp.llm.batch import option_scores, response_scores
+    from espnet_blsp.llm.hf_causal_lm import HFCausalLM
+    from espnet_blsp.llm.prompt import SPEECH, ask, build_prompt
+
+    llm = HFCausalLM(str(tiny_llm_dir), dtype="float32")
+    torch.manual_seed(0)
+    prompts = [build_prompt(llm.tokenizer, ask("description", q)) for q in (
+        "What is the gender? The answer could be female or male.",
+        "Is it noisy? The answer could be clean, noisy, or very noisy indeed.",
+    )]
+    rows = [{SPEECH: torch.randn(n, llm.hidden_size()), "asr_hyp": torch.tensor(ids)}
+            for n, ids in ((5, [11, 12, 13]), (2, [14]), (7, []))]
+    row_prompts = [prompts[0], prompts[1], prompts[0]]
+    options = [["Female", "Male"], ["Clean", "Noisy", "Very noisy indeed"], ["Received pronunciation", "Male"]]
+    packed = option_scores(llm, rows, row_prompts, options)
+    for row, prompt, opts, got in zip(rows, row_prompts, options, packed):
+        alone = response_scores(llm, [row] * len(opts), prompt, opts)
+        assert [n for _, n in got] == [n for _, n in alone]
+        assert [s for s, _ in got] == pytest.approx([s for s, _ in alone], abs=1e-4)
+
+
 def test_evaluate_text_system_resumes_and_tabulates(tmp_path, tiny_llm_dir):
     d = data_dir(tmp_path)
     questions = tmp_path / "q.jsonl"

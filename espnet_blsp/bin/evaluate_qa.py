@@ -25,7 +25,8 @@ model, whose training prompt is the base; ``--asr_hyp`` fills its
         --model_file exp/desta/valid.loss.ave.pth --asr_hyp dump/raw/test/whisper_text
 
 Each batch holds ``--batch_size`` questions: their options are scored in one
-LLM call and their answers generated in another. A rerun skips the questions
+LLM call (packed after one copy of each question's prompt) and their answers
+generated in another. A rerun skips the questions
 already in each file.
 """
 
@@ -39,7 +40,7 @@ import torch
 
 from espnet_blsp.bin.make_qa import read_questions
 from espnet_blsp.llm.abs_llm import AbsLLM
-from espnet_blsp.llm.batch import Row, generate, response_scores, text_rows
+from espnet_blsp.llm.batch import Row, generate, option_scores, text_rows
 from espnet_blsp.llm.prompt import SPEECH, Prompt, PromptSpec, ask, build_prompt
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, read_values
@@ -120,14 +121,10 @@ def answer_questions(
             rows = rows_for(batch)
             prompts = [prompt_for(q["instruction"]) for q in batch]
             if any(q["id"] not in nll_out.done for q in batch):
-                # One row per (question, option); a question's rows share its inputs.
-                flat = [(k, o) for k, q in enumerate(batch) for o in q["options"]]
-                scores = iter(response_scores(
-                    llm, [rows[k] for k, _ in flat], [prompts[k] for k, _ in flat],
-                    [response_text(o) for _, o in flat],
-                ))
-                lines = [(q["id"], " ".join(f"{s:.4f} {n}" for s, n in (next(scores) for _ in q["options"])))
-                         for q in batch]
+                # A question's options packed after one copy of its prompt.
+                options = [[response_text(o) for o in q["options"]] for q in batch]
+                scores = option_scores(llm, rows, prompts, options)
+                lines = [(q["id"], " ".join(f"{s:.4f} {n}" for s, n in sc)) for q, sc in zip(batch, scores)]
                 nll_out.write_batch([(i, v) for i, v in lines if i not in nll_out.done])
             if any(q["id"] not in ans_out.done for q in batch):
                 answers = generate(llm, rows, prompts, **generate_kwargs)

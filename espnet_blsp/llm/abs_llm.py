@@ -58,6 +58,10 @@ class AbsLLM(torch.nn.Module, ABC):
         """Last-layer hidden states (B, L, D) of a right-padded batch.
 
         Args:
+            attention_mask: (B, L) 1 on real positions (causal attention), or
+                (B, 1, L, P + L) booleans: which keys, the ``prefix``'s P
+                first, each position sees (e.g. options packed after one
+                prompt).
             prefix: Token ids that precede every row (not in the batch).
         """
 

@@ -150,6 +150,65 @@ def response_scores(
     return [(float(nll[row == i].sum()), int((row == i).sum())) for i in range(len(targets))]
 
 
+@torch.no_grad()
+def option_scores(
+    llm: AbsLLM, rows: Sequence[Row], prompts: Prompts, options: Sequence[Sequence[str]]
+) -> List[List[Tuple[float, int]]]:
+    """Summed NLL and token count of each option as the response to its row's prompt.
+
+    A row's options are packed after one copy of its prompt (closed-set
+    questions: "female", "male"). Each option attends to the prompt and to
+    itself only, and its positions go on from the prompt's end, so it is
+    scored as the prompt followed by it alone (:func:`response_scores`), for
+    one prompt's compute instead of one per option.
+
+    Args:
+        options: Per row, its option texts (each answered + the prompt's end id).
+
+    Returns:
+        Per row, per option, (summed NLL, tokens).
+    """
+    prompts = per_row(prompts, len(rows))
+    cached = shared_prefix(prompts)
+    base = assemble(llm, rows, prompts, cached=cached)
+    lengths = base.mask.sum(1).tolist()
+    tok = llm.tokenizer
+    blocks = [[tok(o, add_special_tokens=False).input_ids + [p.end] for o in opts] for opts, p in zip(options, prompts)]
+    length = max(n + sum(map(len, b)) for n, b in zip(lengths, blocks))
+    batch, device = len(rows), base.embeds.device
+    embeds = base.embeds.new_zeros(batch, length, base.embeds.size(-1))
+    positions = torch.zeros(batch, length, dtype=torch.long, device=device)
+    # Which keys each query sees; a padding query sees itself (finite, unread).
+    allowed = torch.eye(length, dtype=torch.bool, device=device).repeat(batch, 1, 1)
+    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    reader, target, owner = [], [], []  # per scored token: the position predicting it, its id, (row, option)
+    for i, (n, row_blocks) in enumerate(zip(lengths, blocks)):
+        embeds[i, :n], positions[i, :n] = base.embeds[i, :n], base.positions[i, :n]
+        allowed[i, :n, :n] = causal[:n, :n]
+        start = n
+        for j, ids in enumerate(row_blocks):
+            span = slice(start, start + len(ids))
+            embeds[i, span] = embed_ids(llm, ids)
+            positions[i, span] = torch.arange(len(ids), device=device) + len(cached) + n
+            allowed[i, span, :n] = True
+            allowed[i, span, span] = causal[: len(ids), : len(ids)]
+            reader += [(i, n - 1)] + [(i, k) for k in range(start, start + len(ids) - 1)]
+            target += ids
+            owner += [(i, j)] * len(ids)
+            start += len(ids)
+    # The shared prefix comes from the cache and every position sees it.
+    mask = torch.cat([allowed.new_ones(batch, length, len(cached)), allowed], dim=-1)[:, None]
+    hidden = llm.hidden_states(embeds, mask, positions, cached)
+    index = torch.tensor(reader, device=device)
+    logits = llm.logits(hidden[index[:, 0], index[:, 1]])
+    nll = torch.nn.functional.cross_entropy(logits, torch.tensor(target, device=device), reduction="none")
+    sums = {}
+    for key, value in zip(owner, nll.tolist()):
+        total, count = sums.get(key, (0.0, 0))
+        sums[key] = (total + value, count + 1)
+    return [[sums[i, j] for j in range(len(b))] for i, b in enumerate(blocks)]
+
+
 def token_logits(llm: AbsLLM, batch: LLMBatch, prefix: Sequence[int] = ()):
     """The LLM's next-token logits at the labelled positions of ``batch``.
 

@@ -166,6 +166,10 @@ class HFCausalLM(AbsLLM, FrozenModule):
         past = None
         if len(prefix):
             past, attention_mask = self._after_prefix(prefix, attention_mask, read_only=True)
+        if attention_mask.dim() == 4:  # boolean; every attention implementation takes the additive form
+            attention_mask = torch.zeros_like(attention_mask, dtype=self.dtype).masked_fill(
+                ~attention_mask, torch.finfo(self.dtype).min
+            )
         # The body alone: the vocabulary projection is applied only where a
         # loss is taken, which saves a large matmul per padded position.
         with self._checkpointing():
@@ -223,8 +227,10 @@ class HFCausalLM(AbsLLM, FrozenModule):
         """The prefix's keys/values for the batch, and the batch's mask
         extended over the prefix."""
         batch_size = attention_mask.size(0)
-        ones = attention_mask.new_ones(batch_size, len(prefix))
         cache = self._prefix_cache(tuple(prefix), batch_size, read_only)
+        if attention_mask.dim() == 4:  # (B, 1, L, P + L) which keys each position sees: prefix included
+            return cache, attention_mask
+        ones = attention_mask.new_ones(batch_size, len(prefix))
         return cache, torch.cat([ones, attention_mask], dim=1)
 
     def _prefix_cache(self, prefix: Tuple[int, ...], batch_size: int, read_only: bool = False):
