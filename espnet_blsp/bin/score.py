@@ -31,7 +31,7 @@ from espnet_blsp.utils.cli import setup
 from espnet_blsp.utils.kaldi_dir import DataDirError, read_kv
 
 ROW_ORDER = ["text_llm", "whisper_cascade", "blsp_untrained", "desta2_untrained", "train_asr_pretrain", "blsp",
-             "train_blsp_rp", "train_blsp_kd", "desta2"]
+             "train_blsp_rp", "train_blsp_kd", "desta2", "train_desta2_4ep", "train_desta2_no_hyp"]
 ROW_NAMES = {
     "text_llm": "Text+LLM (reference transcript; upper bound)",
     "whisper_cascade": "Whisper+LLM cascade",
@@ -39,10 +39,13 @@ ROW_NAMES = {
     "desta2_untrained": "Untrained Q-Former (+transcript)",
     "blsp": "BLSP (trained adapter)",
     "desta2": "DeSTA2 (Q-Former + transcript)",
-    # The paper's baselines and variants (blsp.sh --variant_configs), by config name.
+    # The BLSP paper's baselines and variants (blsp.sh --variant_configs), by config name.
     "train_asr_pretrain": "ASR pretraining (adapter trained to transcribe)",
     "train_blsp_rp": "BLSP-RP (continuation + transcription 9:1)",
     "train_blsp_kd": "BLSP-KD (CIF adapter, KL distillation)",
+    # DeSTA2's (desta2.sh --variant_configs).
+    "train_desta2_4ep": "DeSTA2, 4 epochs",
+    "train_desta2_no_hyp": "DeSTA2 without the transcript (Q-Former alone)",
 }
 
 

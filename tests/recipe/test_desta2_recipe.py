@@ -30,6 +30,8 @@ keep_nbest_models: 1
 best_model_criterion: [[valid, loss, min]]
 num_att_plot: 0
 """
+# The ablation without Whisper's transcript, a variant trained beside it.
+NO_HYP = "model_conf:\n  instruction:\n  - {role: audio, content: <speech>}\n  - {role: user, content: Describe it.}\n"
 DESCRIBE = """\
 instruction: describe_seed
 sentence_case: false
@@ -46,6 +48,7 @@ def test_desta2_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir)
                     ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "*.log"))
     recipe = tmp_path / "egs2/mini_librispeech_synth/desta2"
     (recipe / "conf/train_tiny.yaml").write_text(TRAIN_CONFIG)
+    (recipe / "conf/train_tiny_no_hyp.yaml").write_text(TRAIN_CONFIG + NO_HYP)
     (recipe / "conf/describe_tiny.yaml").write_text(DESCRIBE)
     env = dict(
         os.environ,
@@ -59,7 +62,7 @@ def test_desta2_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir)
         "--train_set", "train_synth_aug", "--valid_set", "dev_synth_aug", "--test_sets", "test_synth_aug",
         "--llm", str(tiny_llm_dir), "--whisper", str(tiny_whisper_dir),
         "--describe_config", "conf/describe_tiny.yaml", "--train_config", "conf/train_tiny.yaml",
-        "--nj", "1", "--python", sys.executable,
+        "--variant_configs", "conf/train_tiny_no_hyp.yaml", "--nj", "1", "--python", sys.executable,
     ]
     run = subprocess.run(cmd, cwd=recipe, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -74,12 +77,16 @@ def test_desta2_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir)
     assert "DeSTA2Model" in (exp / "train.log").read_text()
     questions = [json.loads(q) for q in (recipe / "dump/qa/test_synth_aug/questions.jsonl").read_text().splitlines()]
     assert {"gender", "volume", "noise", "reverb"} <= {q["task"] for q in questions}
-    for system in ("text_llm", "whisper_cascade", "desta2_untrained", "desta2"):
+    variant = recipe / "exp/desta2_train_tiny_no_hyp"
+    assert (variant / "valid.loss.ave.pth").exists()
+    assert "Describe it." in (variant / "config.yaml").read_text()
+    for system in ("text_llm", "whisper_cascade", "desta2_untrained", "desta2", "train_tiny_no_hyp"):
         sd = exp / "eval/test_synth_aug" / system
         assert (sd / "qa_option_nll").read_text().count("\n") == len(questions), system
         assert (sd / "qa_scores.json").exists(), system
     results = (recipe / "RESULTS.md").read_text()
     assert "Closed-set questions" in results and "DeSTA2" in results
+    assert "| train_tiny_no_hyp |" in results
     # A rerun of the finished stages does no work.
     before = (exp / "eval/test_synth_aug/desta2/qa_answer").stat().st_mtime
     rerun = subprocess.run(cmd + ["--stage", "6"], cwd=recipe, env=env, capture_output=True, text=True)

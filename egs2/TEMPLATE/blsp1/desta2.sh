@@ -30,6 +30,8 @@ whisper=
 describe_config=conf/describe.yaml  # step 1: the LLM describes each seed transcript
 train_config=conf/train_desta2.yaml
 train_args=
+variant_configs=     # more training configs, each trained alike and a row of the tables
+                     # (e.g. "conf/train_desta2_4ep.yaml conf/train_desta2_no_hyp.yaml")
 encoder_dump_dtype=float32        # compute dtype of the dumped encoder (auto: bf16 where native)
 encoder_dump_feats_dtype=float32  # stored dtype of the dumped frames: float32, or float16 (half the disk)
 desta2_tag=
@@ -60,6 +62,7 @@ Options (default):
   --datadir ($datadir): from --stage 2, the data dirs of an existing ESPnet recipe (side files for the seeds)
   --describe_config ($describe_config) --train_config ($train_config)
   --seed_attributes ($seed_attributes) --blsp_exp ($blsp_exp) --eval_qa ($eval_qa)
+  --variant_configs: e.g. "conf/train_desta2_4ep.yaml" -> ${expdir}/desta2_<name>, a row named <name>
   --encoder_dump_dtype ($encoder_dump_dtype) --encoder_dump_feats_dtype ($encoder_dump_feats_dtype)
 EOF2
 )
@@ -85,7 +88,7 @@ blsp() {
     --dumpdir "${dumpdir}" --expdir "${expdir}" --datadir "${datadir}" \
     --train_set "${train_set}" --valid_set "${valid_set}" --test_sets "${test_sets}" \
     --min_sec "${min_sec}" --max_sec "${max_sec}" --llm "${llm}" --whisper "${whisper}" \
-    --train_config "${train_config}" --train_args "${train_args}" \
+    --train_config "${train_config}" --train_args "${train_args}" --variant_configs "${variant_configs}" \
     --encoder_dump_dtype "${encoder_dump_dtype}" --encoder_dump_feats_dtype "${encoder_dump_feats_dtype}" \
     --response_data description --slot_data asr_hyp --check_instruction false \
     --exp_prefix desta2 --blsp_tag "${desta2_tag}"
@@ -194,6 +197,14 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     log "${dset}: DeSTA2 (${inference_model})"
     model="--model_file ${desta2_exp}/${inference_model}"
     evaluate "${eval_dir}/${dset}/desta2" "${dset}" "${desta2_input} ${model}" "${desta2_input} ${model}"
+    for config in ${variant_configs}; do
+      name=$(basename "${config}" .yaml)
+      vexp=${expdir}/desta2_${name}
+      log "${dset}: the variant ${name} (${vexp}/${inference_model})"
+      # A prompt without the <asr_hyp> slot leaves the transcript unread.
+      vinput="--train_config ${vexp}/config.yaml ${speech} --asr_hyp ${d}/asr_hyp --model_file ${vexp}/${inference_model}"
+      evaluate "${eval_dir}/${dset}/${name}" "${dset}" "${vinput}" "${vinput}"
+    done
     if [ -n "${blsp_exp}" ] && "${eval_qa}"; then
       log "${dset}: BLSP (${blsp_exp}) on the questions"
       # BLSP's model re-encodes the waveforms with the encoder its dump came from.
@@ -226,6 +237,10 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     echo "  the loss given another utterance's input minus the loss given its own. ASR WER: the transcription"
     echo "  prompt with the speech alone (no Whisper transcript in it)."
     [ -f "${desta2_exp}/train_seconds" ] && echo "- training: $(cat "${desta2_exp}/train_seconds") s"
+    for config in ${variant_configs}; do
+      vexp=${expdir}/desta2_$(basename "${config}" .yaml)
+      [ -f "${vexp}/train_seconds" ] && echo "- variant ${config}: trained alike from the same data; $(cat "${vexp}/train_seconds") s"
+    done
     "${eval_qa}" || echo "- closed-set questions not run (--eval_qa false)"
     echo
     echo "## The description task and zero-shot ASR"
