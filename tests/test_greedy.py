@@ -57,3 +57,17 @@ def test_other_settings_go_to_hf_generate(tiny_llm_dir):
     model.generation_config.num_beams = None
     model.config.model_type = "gemma2"  # soft-capped attention: not this decoder's
     assert not greedy.handles(model, greedy_kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"num_beams": 2}, {"num_beams": 3, "num_return_sequences": 3}])
+def test_beam_search_reads_the_prompt_prefix_from_the_cache(tiny_llm_dir, kwargs):
+    llm = HFCausalLM(str(tiny_llm_dir), dtype="float32")
+    prompt = build_prompt(llm.tokenizer, "continuation", True)
+    rows = text_rows(llm, TEXTS, prompt)
+    settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=-1, **kwargs)
+    cached = shared_prefix([prompt])
+    batch = assemble(llm, rows, prompt, left_pad=True, cached=cached)
+    full = assemble(llm, rows, prompt, left_pad=True)  # the prefix computed with each row
+    assert len(cached) > 0
+    assert llm.generate(batch.embeds, batch.mask, prefix=cached, **settings) == llm.generate(
+        full.embeds, full.mask, **settings)

@@ -223,11 +223,14 @@ class HFCausalLM(AbsLLM, FrozenModule):
         wrapper, hence through :meth:`hf_model`)."""
         return self.hf_model().base_model
 
-    def _after_prefix(self, prefix: Sequence[int], attention_mask: torch.Tensor, read_only: bool = False):
-        """The prefix's keys/values for the batch, and the batch's mask
+    def _after_prefix(
+        self, prefix: Sequence[int], attention_mask: torch.Tensor, read_only: bool = False, expand: int = 1
+    ):
+        """The prefix's keys/values for the batch (each row ``expand`` times,
+        as HF generate expands the rows for beams), and the batch's mask
         extended over the prefix."""
         batch_size = attention_mask.size(0)
-        cache = self._prefix_cache(tuple(prefix), batch_size, read_only)
+        cache = self._prefix_cache(tuple(prefix), batch_size * expand, read_only)
         if attention_mask.dim() == 4:  # (B, 1, L, P + L) which keys each position sees: prefix included
             return cache, attention_mask
         ones = attention_mask.new_ones(batch_size, len(prefix))
@@ -321,7 +324,10 @@ class HFCausalLM(AbsLLM, FrozenModule):
             # part: [prefix | left padding | row], the padding masked out.
             head = self.embed(torch.tensor(prefix, device=inputs_embeds.device))
             inputs_embeds = torch.cat([head.expand(inputs_embeds.size(0), -1, -1), inputs_embeds], dim=1)
-            kwargs["past_key_values"], attention_mask = self._after_prefix(prefix, attention_mask)
+            config = self.hf_model().generation_config
+            beams = kwargs.get("num_beams", config.num_beams) or 1
+            expand = beams if beams > 1 else kwargs.get("num_return_sequences", config.num_return_sequences) or 1
+            kwargs["past_key_values"], attention_mask = self._after_prefix(prefix, attention_mask, expand=expand)
         # The HF model's own generate: its LoRA layers are in place, and peft's
         # wrapper would only add prompt-learning input handling.
         return self.hf_model().generate(
