@@ -31,7 +31,7 @@ from espnet_blsp.utils.cli import setup
 from espnet_blsp.utils.kaldi_dir import DataDirError, read_kv
 
 ROW_ORDER = ["text_llm", "whisper_cascade", "blsp_untrained", "desta2_untrained", "train_asr_pretrain", "blsp",
-             "train_blsp_rp", "train_blsp_kd", "desta2", "train_desta2_4ep", "train_desta2_no_hyp"]
+             "train_blsp_rp", "train_blsp_kd", "desta2", "train_desta2_3ep", "train_desta2_no_hyp"]
 ROW_NAMES = {
     "text_llm": "Text+LLM (reference transcript; upper bound)",
     "whisper_cascade": "Whisper+LLM cascade",
@@ -44,7 +44,7 @@ ROW_NAMES = {
     "train_blsp_rp": "BLSP-RP (continuation + transcription 9:1)",
     "train_blsp_kd": "BLSP-KD (CIF adapter, KL distillation)",
     # DeSTA2's (desta2.sh --variant_configs).
-    "train_desta2_4ep": "DeSTA2, 4 epochs",
+    "train_desta2_3ep": "DeSTA2, 3 epochs",
     "train_desta2_no_hyp": "DeSTA2 without the transcript (Q-Former alone)",
 }
 

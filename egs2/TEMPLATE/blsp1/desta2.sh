@@ -31,7 +31,7 @@ describe_config=conf/describe.yaml  # step 1: the LLM describes each seed transc
 train_config=conf/train_desta2.yaml
 train_args=
 variant_configs=     # more training configs, each trained alike and a row of the tables
-                     # (e.g. "conf/train_desta2_4ep.yaml conf/train_desta2_no_hyp.yaml")
+                     # (e.g. "conf/train_desta2_3ep.yaml conf/train_desta2_no_hyp.yaml")
 encoder_dump_dtype=float32        # compute dtype of the dumped encoder (auto: bf16 where native)
 encoder_dump_feats_dtype=float32  # stored dtype of the dumped frames: float32, or float16 (half the disk)
 desta2_tag=
@@ -62,7 +62,7 @@ Options (default):
   --datadir ($datadir): from --stage 2, the data dirs of an existing ESPnet recipe (side files for the seeds)
   --describe_config ($describe_config) --train_config ($train_config)
   --seed_attributes ($seed_attributes) --blsp_exp ($blsp_exp) --eval_qa ($eval_qa)
-  --variant_configs: e.g. "conf/train_desta2_4ep.yaml" -> ${expdir}/desta2_<name>, a row named <name>
+  --variant_configs: e.g. "conf/train_desta2_3ep.yaml" -> ${expdir}/desta2_<name>, a row named <name>
   --encoder_dump_dtype ($encoder_dump_dtype) --encoder_dump_feats_dtype ($encoder_dump_feats_dtype)
 EOF2
 )
