@@ -1,6 +1,7 @@
 """LLM input batches: prompts with their slots filled (+ response), and
 decoding from them."""
 
+import itertools
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -181,12 +182,12 @@ def option_scores(
     # Which keys each query sees; a padding query sees itself (finite, unread).
     allowed = torch.eye(length, dtype=torch.bool, device=device).repeat(batch, 1, 1)
     causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-    reader, target, owner = [], [], []  # per scored token: the position predicting it, its id, (row, option)
+    reader, target = [], []  # per scored token, in block order: the position predicting it, and its id
     for i, (n, row_blocks) in enumerate(zip(lengths, blocks)):
         embeds[i, :n], positions[i, :n] = base.embeds[i, :n], base.positions[i, :n]
         allowed[i, :n, :n] = causal[:n, :n]
         start = n
-        for j, ids in enumerate(row_blocks):
+        for ids in row_blocks:
             span = slice(start, start + len(ids))
             embeds[i, span] = embed_ids(llm, ids)
             positions[i, span] = torch.arange(len(ids), device=device) + len(cached) + n
@@ -194,7 +195,6 @@ def option_scores(
             allowed[i, span, span] = causal[: len(ids), : len(ids)]
             reader += [(i, n - 1)] + [(i, k) for k in range(start, start + len(ids) - 1)]
             target += ids
-            owner += [(i, j)] * len(ids)
             start += len(ids)
     # The shared prefix comes from the cache and every position sees it.
     mask = torch.cat([allowed.new_ones(batch, length, len(cached)), allowed], dim=-1)[:, None]
@@ -202,11 +202,8 @@ def option_scores(
     index = torch.tensor(reader, device=device)
     logits = llm.logits(hidden[index[:, 0], index[:, 1]])
     nll = torch.nn.functional.cross_entropy(logits, torch.tensor(target, device=device), reduction="none")
-    sums = {}
-    for key, value in zip(owner, nll.tolist()):
-        total, count = sums.get(key, (0.0, 0))
-        sums[key] = (total + value, count + 1)
-    return [[sums[i, j] for j in range(len(b))] for i, b in enumerate(blocks)]
+    nll = iter(nll.tolist())  # in block order: each option's tokens in turn
+    return [[(sum(itertools.islice(nll, len(ids))), len(ids)) for ids in b] for b in blocks]
 
 
 def token_logits(llm: AbsLLM, batch: LLMBatch, prefix: Sequence[int] = ()):
