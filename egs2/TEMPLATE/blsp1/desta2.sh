@@ -78,6 +78,7 @@ done
 [ -n "${desta2_tag}" ] || desta2_tag=$(basename "${train_config}" .yaml)
 desta2_exp=${expdir}/desta2_${desta2_tag}
 eval_dir=${desta2_exp}/eval
+variant_exp() { echo "${expdir}/desta2_$(basename "$1" .yaml)"; }  # blsp.sh trains a variant there
 all_sets="${train_set} ${valid_set} ${test_sets}"
 
 # blsp.sh with this recipe's data, models and DeSTA2's targets and slot.
@@ -199,7 +200,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     evaluate "${eval_dir}/${dset}/desta2" "${dset}" "${desta2_input} ${model}" "${desta2_input} ${model}"
     for config in ${variant_configs}; do
       name=$(basename "${config}" .yaml)
-      vexp=${expdir}/desta2_${name}
+      vexp=$(variant_exp "${config}")
       log "${dset}: the variant ${name} (${vexp}/${inference_model})"
       # A prompt without the <asr_hyp> slot leaves the transcript unread.
       vinput="--train_config ${vexp}/config.yaml ${speech} --asr_hyp ${d}/asr_hyp --model_file ${vexp}/${inference_model}"
@@ -238,7 +239,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     echo "  prompt with the speech alone (no Whisper transcript in it)."
     [ -f "${desta2_exp}/train_seconds" ] && echo "- training: $(cat "${desta2_exp}/train_seconds") s"
     for config in ${variant_configs}; do
-      vexp=${expdir}/desta2_$(basename "${config}" .yaml)
+      vexp=$(variant_exp "${config}")
       [ -f "${vexp}/train_seconds" ] && echo "- variant ${config}: trained alike from the same data; $(cat "${vexp}/train_seconds") s"
     done
     "${eval_qa}" || echo "- closed-set questions not run (--eval_qa false)"
