@@ -28,19 +28,25 @@ Each batch holds ``--batch_size`` questions: their options are scored in one
 LLM call (packed after one copy of each question's prompt) and their answers
 generated in another. A rerun skips the questions
 already in each file.
+
+Description probes (``make_probe``) go through the same command: only
+``qa_option_nll`` is written, each option's NLL being that of its
+continuation of the reference description (no end of turn), and a batch
+holds ``--batch_size`` utterances with all their probes.
 """
 
 import argparse
+import itertools
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from espnet_blsp.bin.make_qa import read_questions
 from espnet_blsp.llm.abs_llm import AbsLLM
-from espnet_blsp.llm.batch import Row, generate, option_scores, text_rows
+from espnet_blsp.llm.batch import Row, branch_scores, generate, option_scores, text_rows
 from espnet_blsp.llm.prompt import SPEECH, Prompt, PromptSpec, ask, build_prompt
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, read_values
@@ -134,6 +140,78 @@ def answer_questions(
     return todo
 
 
+def probe_branches(tokenizer, probes: Sequence[Dict]) -> Tuple[List[int], List[Tuple[int, List[int]]]]:
+    """One utterance's probes as one stem (its reference's longest context)
+    and per probe, per option, a branch (``llm.batch.branch_scores``).
+
+    The stem is tokenized piecewise, cut where each probe's context ends, so
+    every context is a run of whole tokens.
+
+    Raises:
+        ValueError: Contexts that are not prefixes of one text.
+    """
+    stem_text = max((p["context"] for p in probes), key=len)
+    if any(not stem_text.startswith(p["context"]) for p in probes):
+        raise ValueError(f"utterance {probes[0]['utt']}: the probes' contexts are not of one reference")
+    cuts = sorted({len(p["context"]) for p in probes})
+    stem, ends = [], {}
+    for a, b in zip([0] + cuts, cuts):
+        stem += _ids(tokenizer, stem_text[a:b])
+        ends[b] = len(stem)
+    branches = [(ends[len(p["context"])], _ids(tokenizer, c)) for p in probes for c in p["continuations"]]
+    return stem, branches
+
+
+def _ids(tokenizer, text: str) -> List[int]:
+    return tokenizer(text, add_special_tokens=False).input_ids if text else []
+
+
+@torch.no_grad()
+def answer_probes(
+    llm: AbsLLM,
+    probes: Sequence[Dict],
+    prompt_for: Callable[[str], Prompt],
+    rows_for: RowsFor,
+    out_dir: Path,
+    batch_size: int,
+) -> int:
+    """Writes ``qa_option_nll`` lines for the probes (``make_probe``) not yet done.
+
+    Each utterance's prompt is followed once by its reference description
+    as far as its probes read it, and each probe's continuations branch off
+    where its context ends (scored without the end of turn: the description
+    goes on).
+
+    Args:
+        batch_size: Utterances per LLM call.
+
+    Returns:
+        The number of probes scored by this call.
+    """
+    groups: Dict[str, List[Dict]] = {}
+    for p in sorted(probes, key=lambda p: (p["utt"], p["id"])):
+        groups.setdefault(p["utt"], []).append(p)
+    plan = list(groups.values())
+    plan = [plan[i : i + batch_size] for i in range(0, len(plan), batch_size)]
+    with ResumableWriter(out_dir / OPTION_NLL) as out:
+        todo = sum(p["id"] not in out.done for p in probes)
+        progress = Progress(todo, what="probes")
+        for batch, _ in batches_to_do(plan, lambda g: all(p["id"] in out.done for p in g)):
+            rows = rows_for([g[0] for g in batch])
+            prompts = [prompt_for(g[0]["instruction"]) for g in batch]
+            stems, branches = zip(*(probe_branches(llm.tokenizer, g) for g in batch))
+            lines = []
+            for group, scores in zip(batch, branch_scores(llm, rows, prompts, stems, branches)):
+                scores = iter(scores)
+                for p in group:
+                    value = " ".join(f"{s:.4f} {n}" for s, n in itertools.islice(scores, len(p["continuations"])))
+                    if p["id"] not in out.done:
+                        lines.append((p["id"], value))
+            out.write_batch(lines)
+            progress.update(len(lines))
+    return todo
+
+
 def text_system(llm: AbsLLM, texts: Dict[str, str], spec: PromptSpec):
     """Prompts and rows for an LLM that reads ``texts`` where the speech would be."""
     prompt_for = PromptCache(lambda s: build_prompt(llm.tokenizer, s), spec, [SPEECH])
@@ -166,10 +244,11 @@ def speech_system(s2r, speech: Dict[str, np.ndarray], asr_hyp: Optional[Dict[str
 def main(cmd: Optional[List[str]] = None):
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--questions", type=Path, required=True, help="questions.jsonl from make_qa")
+    parser.add_argument("--questions", type=Path, required=True,
+                        help="questions.jsonl from make_qa, or probes.jsonl from make_probe")
     parser.add_argument("--keys", type=Path, help="only these question ids (first column; a job's split)")
     parser.add_argument("--out_dir", type=Path, required=True)
-    parser.add_argument("--batch_size", type=int, default=8, help="questions per LLM call")
+    parser.add_argument("--batch_size", type=int, default=8, help="questions (probes: utterances) per LLM call")
     parser.add_argument("--max_new_tokens", type=int, default=24)
     text = parser.add_argument_group("the LLM reads text")
     text.add_argument("--text", type=Path, help="uttid -> text read in the <speech> slot (seed, transcript)")
@@ -189,12 +268,15 @@ def main(cmd: Optional[List[str]] = None):
         parser.error("give exactly one of --text and --speech")
     keys = [k for k, _ in read_kv(args.keys, allow_empty_value=True)] if args.keys else None
     questions = read_questions(args.questions, keys)
+    probes = any("context" in q for q in questions)
+    if probes and not all("context" in q and "continuations" in q for q in questions):
+        parser.error(f"{args.questions}: mixes probes (context, continuations) and questions")
+    outputs = [args.out_dir / OPTION_NLL] + ([] if probes else [args.out_dir / ANSWER])
     args.out_dir.mkdir(parents=True, exist_ok=True)
     reset_if_stale(
-        args.out_dir / ".evaluate_qa.stamp", stamp_of(vars(args), ignore=("out_dir", "num_threads")),
-        [args.out_dir / OPTION_NLL, args.out_dir / ANSWER],
+        args.out_dir / ".evaluate_qa.stamp", stamp_of(vars(args), ignore=("out_dir", "num_threads")), outputs
     )
-    done = done_keys(args.out_dir / OPTION_NLL) & done_keys(args.out_dir / ANSWER)
+    done = set.intersection(*(done_keys(o) for o in outputs))
     if all(q["id"] in done for q in questions):
         logging.info(f"{args.out_dir}: all {len(questions)} questions already done")
         return
@@ -224,8 +306,11 @@ def main(cmd: Optional[List[str]] = None):
         hyps = read_values(args.asr_hyp, utts, allow_empty_value=True) if has_hyp else None
         prompt_for, rows_for = speech_system(s2r, loaded, hyps)
 
-    n = answer_questions(llm, questions, prompt_for, rows_for, args.out_dir, args.batch_size, generate_kwargs)
-    logging.info(f"{args.out_dir}: {n} questions answered")
+    if probes:
+        n = answer_probes(llm, questions, prompt_for, rows_for, args.out_dir, args.batch_size)
+    else:
+        n = answer_questions(llm, questions, prompt_for, rows_for, args.out_dir, args.batch_size, generate_kwargs)
+    logging.info(f"{args.out_dir}: {n} {'probes' if probes else 'questions'} answered")
 
 
 if __name__ == "__main__":

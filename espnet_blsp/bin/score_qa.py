@@ -53,6 +53,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from typeguard import typechecked
 
 from espnet_blsp.bin.evaluate_qa import ANSWER, EMPTY, OPTION_NLL
+from espnet_blsp.bin.make_probe import PROBE_ATTRIBUTES, QUOTED
 from espnet_blsp.bin.make_qa import TASKS, read_questions, read_seen
 from espnet_blsp.bin.make_seed import read_attribute
 from espnet_blsp.bin.score import ROW_NAMES, row_order
@@ -61,11 +62,11 @@ from espnet_blsp.data.attributes import ATTRIBUTES
 from espnet_blsp.utils.cli import setup
 from espnet_blsp.utils.kaldi_dir import DataDirError, write_text
 
-MENTION_ATTRIBUTES = ("gender", "accent", "speed", "pitch", "volume", "noise", "reverb")
+MENTION_ATTRIBUTES = PROBE_ATTRIBUTES
+PROBE_DIR = "probe"  # a system's eval dir holds its probes' scores here
 METRICS = ("option_ll_acc", "option_ll_norm_acc", "answer_acc", "string_match_acc", "format_rate", "chance")
 # Rows in the order of ../shared/DESTA2.md §6.5; other systems follow, sorted.
 SYSTEM_NAMES = {**ROW_NAMES, "text_llm": "Text+LLM (the seed; upper bound)"}
-QUOTED = re.compile(r'"[^"]*"|“[^”]*”')
 Normalizer = Callable[[str], str]
 
 
@@ -236,42 +237,55 @@ def _table(header: List[str], rows: List[List[str]]) -> List[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def _accuracy_table(scores: Dict[str, Dict], metric: str) -> List[str]:
+    """Chance and each system's ``metric`` per task, macro-averaged, and
+    (accent and macro) per voice."""
+    tasks = [t for t in list(TASKS) + sorted({t for s in scores.values() for t in s["tasks"]} - set(TASKS))
+             if any(t in s["tasks"] for s in scores.values())]
+    voices = sorted({v for s in scores.values() for v in s.get("voice", {})})
+    # Accent and the macro average also per voice (seen in training or not).
+    extra = [(v, t) for t in ("accent", "macro") if t == "macro" or t in tasks for v in voices]
+
+    def cells(s: Dict, metric: str) -> List[str]:
+        out = [_cell(s, "tasks", t, metric) for t in tasks] + [_cell(s, "macro", metric)]
+        return out + [_cell(s, "voice", v, *(("macro",) if t == "macro" else ("tasks", t)), metric)
+                      for v, t in extra]
+
+    header = ["system"] + tasks + ["macro"] + [f"{t} ({v})" for v, t in extra]
+    rows = [["chance"] + cells(next(iter(scores.values())), "chance")]
+    rows += [[SYSTEM_NAMES.get(s, s)] + cells(scores[s], metric) for s in row_order(scores)]
+    return _table(header, rows)
+
+
 @typechecked
 def results_tables(results_dir: Path) -> str:
     """Markdown tables per test set: option-LL accuracy per task, generated
-    answers (macro), and attribute mentions in descriptions."""
+    answers (macro), description probes, and attribute mentions in descriptions."""
     lines = []
     for set_dir in sorted(p for p in results_dir.iterdir() if p.is_dir()):
         qa = {p.parent.name: json.loads(p.read_text()) for p in set_dir.glob("*/qa_scores.json")}
+        probes = {p.parent.parent.name: json.loads(p.read_text()) for p in set_dir.glob(f"*/{PROBE_DIR}/qa_scores.json")}
         mentions = {p.parent.name: json.loads(p.read_text()) for p in set_dir.glob("*/mention_scores.json")}
-        if not qa and not mentions:
+        if not qa and not probes and not mentions:
             continue
         lines += [f"### {set_dir.name}", ""]
         if qa:
-            tasks = [t for t in list(TASKS) + sorted({t for s in qa.values() for t in s["tasks"]} - set(TASKS))
-                     if any(t in s["tasks"] for s in qa.values())]
-            voices = sorted({v for s in qa.values() for v in s.get("voice", {})})
-            first = next(iter(qa.values()))
             n = max(s["n"] for s in qa.values())
-            # Accent and the macro average also per voice (seen in training or not).
-            extra = [(v, t) for t in ("accent", "macro") if t == "macro" or t in tasks for v in voices]
-
-            def cells(s: Dict, metric: str) -> List[str]:
-                out = [_cell(s, "tasks", t, metric) for t in tasks] + [_cell(s, "macro", metric)]
-                return out + [_cell(s, "voice", v, *(("macro",) if t == "macro" else ("tasks", t)), metric)
-                              for v, t in extra]
-
-            header = ["system"] + tasks + ["macro"] + [f"{t} ({v})" for v, t in extra]
-            rows = [["chance"] + cells(first, "chance")]
-            rows += [[SYSTEM_NAMES.get(s, s)] + cells(qa[s], "option_ll_acc") for s in row_order(qa)]
             lines += [f"Closed-set QA, option log-likelihood accuracy % ({n} questions)", ""]
-            lines += _table(header, rows) + [""]
+            lines += _accuracy_table(qa, "option_ll_acc") + [""]
+            first = next(iter(qa.values()))
             gen = ["answer_acc", "string_match_acc", "format_rate"]
             rows = [["chance", _cell(first, "macro", "chance"), _cell(first, "macro", "chance"), "–"]]
             rows += [[SYSTEM_NAMES.get(s, s)] + [_cell(qa[s], "macro", m) for m in gen] for s in row_order(qa)]
             lines += ["Generated answers, macro average over tasks %", ""]
             lines += _table(["system", "consecutive-words acc", "MMAU string-match acc", "format rate"], rows)
             lines += [""]
+        if probes:
+            n = max(s["n"] for s in probes.values())
+            counts = ", ".join(f"{t} {v['n']}" for t, v in next(iter(probes.values()))["tasks"].items())
+            lines += [f"Description probes: accuracy % of the value whose phrase is likeliest where the reference "
+                      f"description names it ({n} probes: {counts})", ""]
+            lines += _accuracy_table(probes, "option_ll_acc") + [""]
         if mentions:
             names = [a for a in MENTION_ATTRIBUTES if any(a in m["attributes"] for m in mentions.values())]
             rows = [[SYSTEM_NAMES.get(s, s)]

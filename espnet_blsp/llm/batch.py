@@ -158,10 +158,7 @@ def option_scores(
     """Summed NLL and token count of each option as the response to its row's prompt.
 
     A row's options are packed after one copy of its prompt (closed-set
-    questions: "female", "male"). Each option attends to the prompt and to
-    itself only, and its positions go on from the prompt's end, so it is
-    scored as the prompt followed by it alone (:func:`response_scores`), for
-    one prompt's compute instead of one per option.
+    questions: "female", "male"): see :func:`branch_scores`.
 
     Args:
         options: Per row, its option texts (each answered + the prompt's end id).
@@ -170,30 +167,66 @@ def option_scores(
         Per row, per option, (summed NLL, tokens).
     """
     prompts = per_row(prompts, len(rows))
+    tok = llm.tokenizer
+    branches = [[(0, tok(o, add_special_tokens=False).input_ids + [p.end]) for o in opts]
+                for opts, p in zip(options, prompts)]
+    return branch_scores(llm, rows, prompts, [[] for _ in rows], branches)
+
+
+@torch.no_grad()
+def branch_scores(
+    llm: AbsLLM,
+    rows: Sequence[Row],
+    prompts: Prompts,
+    stems: Sequence[Sequence[int]],
+    branches: Sequence[Sequence[Tuple[int, Sequence[int]]]],
+) -> List[List[Tuple[float, int]]]:
+    """Summed NLL and token count of token runs that branch off a shared text.
+
+    Each row reads its prompt, then its stem (ids not scored: e.g. a
+    reference response), then its branches packed one after another. A
+    branch ``(k, ids)`` attends to the prompt, the stem's first ``k`` ids and
+    itself only, and its positions go on from there, so it is scored as if
+    it alone followed ``prompt + stem[:k]`` (:func:`response_scores`), for
+    one copy of the prompt and stem instead of one per branch.
+
+    Args:
+        stems: Per row, the ids its branches start from.
+        branches: Per row, ``(k, ids)``: score ``ids`` after ``stem[:k]``.
+
+    Returns:
+        Per row, per branch, (summed NLL, tokens).
+    """
+    prompts = per_row(prompts, len(rows))
     cached = shared_prefix(prompts)
     base = assemble(llm, rows, prompts, cached=cached)
     lengths = base.mask.sum(1).tolist()
-    tok = llm.tokenizer
-    blocks = [[tok(o, add_special_tokens=False).input_ids + [p.end] for o in opts] for opts, p in zip(options, prompts)]
-    length = max(n + sum(map(len, b)) for n, b in zip(lengths, blocks))
+    for i, (stem, bs) in enumerate(zip(stems, branches)):
+        if any(not 0 <= k <= len(stem) or not ids for k, ids in bs):
+            raise ValueError(f"row {i}: a branch is empty or starts outside its stem of {len(stem)} ids")
+    length = max(n + len(s) + sum(len(ids) for _, ids in b) for n, s, b in zip(lengths, stems, branches))
     batch, device = len(rows), base.embeds.device
     embeds = base.embeds.new_zeros(batch, length, base.embeds.size(-1))
     positions = torch.zeros(batch, length, dtype=torch.long, device=device)
     # Which keys each query sees; a padding query sees itself (finite, unread).
     allowed = torch.eye(length, dtype=torch.bool, device=device).repeat(batch, 1, 1)
     causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-    reader, target = [], []  # per scored token, in block order: the position predicting it, and its id
-    for i, (n, row_blocks) in enumerate(zip(lengths, blocks)):
+    reader, target = [], []  # per scored token, in branch order: the position predicting it, and its id
+    for i, (n, stem, row_branches) in enumerate(zip(lengths, stems, branches)):
         embeds[i, :n], positions[i, :n] = base.embeds[i, :n], base.positions[i, :n]
-        allowed[i, :n, :n] = causal[:n, :n]
-        start = n
-        for ids in row_blocks:
+        m = n + len(stem)  # prompt and stem: one causal run
+        if stem:
+            embeds[i, n:m] = embed_ids(llm, stem)
+            positions[i, n:m] = torch.arange(len(stem), device=device) + len(cached) + n
+        allowed[i, :m, :m] = causal[:m, :m]
+        start = m
+        for k, ids in row_branches:
             span = slice(start, start + len(ids))
             embeds[i, span] = embed_ids(llm, ids)
-            positions[i, span] = torch.arange(len(ids), device=device) + len(cached) + n
-            allowed[i, span, :n] = True
+            positions[i, span] = torch.arange(len(ids), device=device) + len(cached) + n + k
+            allowed[i, span, : n + k] = True
             allowed[i, span, span] = causal[: len(ids), : len(ids)]
-            reader += [(i, n - 1)] + [(i, k) for k in range(start, start + len(ids) - 1)]
+            reader += [(i, n + k - 1)] + [(i, j) for j in range(start, start + len(ids) - 1)]
             target += ids
             start += len(ids)
     # The shared prefix comes from the cache and every position sees it.
@@ -202,8 +235,8 @@ def option_scores(
     index = torch.tensor(reader, device=device)
     logits = llm.logits(hidden[index[:, 0], index[:, 1]])
     nll = torch.nn.functional.cross_entropy(logits, torch.tensor(target, device=device), reduction="none")
-    nll = iter(nll.tolist())  # in block order: each option's tokens in turn
-    return [[(sum(itertools.islice(nll, len(ids))), len(ids)) for ids in b] for b in blocks]
+    nll = iter(nll.tolist())  # in branch order: each branch's tokens in turn
+    return [[(sum(itertools.islice(nll, len(ids))), len(ids)) for _, ids in b] for b in branches]
 
 
 def token_logits(llm: AbsLLM, batch: LLMBatch, prefix: Sequence[int] = ()):

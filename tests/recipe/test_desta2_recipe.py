@@ -64,7 +64,13 @@ def test_desta2_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir)
         "--describe_config", "conf/describe_tiny.yaml", "--train_config", "conf/train_tiny.yaml",
         "--variant_configs", "conf/train_tiny_no_hyp.yaml", "--nj", "1", "--python", sys.executable,
     ]
-    run = subprocess.run(cmd, cwd=recipe, env=env, capture_output=True, text=True)
+    run = subprocess.run(cmd + ["--stop_stage", "5"], cwd=recipe, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    # The tiny LLM's references name no attribute: give the test set's some for its probes.
+    reference = recipe / "dump/raw/test_synth_aug/description"
+    utts = [line.split()[0] for line in reference.read_text().splitlines()]
+    reference.write_text("".join(f"{u} A woman speaks at a fast pace, with no background noise.\n" for u in utts))
+    run = subprocess.run(cmd + ["--stage", "6"], cwd=recipe, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     raw = recipe / "dump/raw/train_synth_aug"
@@ -84,8 +90,11 @@ def test_desta2_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir)
         sd = exp / "eval/test_synth_aug" / system
         assert (sd / "qa_option_nll").read_text().count("\n") == len(questions), system
         assert (sd / "qa_scores.json").exists(), system
+        probes = (sd / "probe/qa_option_nll").read_text().splitlines()
+        assert len(probes) == 3 * len(utts) and (sd / "probe/qa_scores.json").exists(), system
     results = (recipe / "RESULTS.md").read_text()
     assert "Closed-set questions" in results and "DeSTA2" in results
+    assert "Description probes" in results and "| chance | 50.0 | 33.3 | 25.0 |" in results  # gender, speed, noise
     assert "| train_tiny_no_hyp |" in results
     # A rerun of the finished stages does no work.
     before = (exp / "eval/test_synth_aug/desta2/qa_answer").stat().st_mtime

@@ -43,6 +43,7 @@ eval_text_llm=true   # the LLM reading the seed: the upper bound (its descriptio
 eval_cascade=true    # the LLM reading only Whisper's transcript: what the words alone give
 eval_untrained=true  # the untrained adapter: the floor
 eval_qa=true         # the closed-set questions (stages 6-7; several times the description task's cost)
+eval_probe=true      # the description probes (stages 6-7): the attributes asked inside the trained answer
 
 help_message=$(cat <<EOF2
 Usage: $0 --train_set <set> --valid_set <set> --test_sets "<set> ..." --llm <model> --whisper <model>
@@ -53,15 +54,16 @@ Stages:
   3: seed transcripts, and the LLM's description of each -> ${dumpdir}/raw/<set>/{seed,description}
   4: Whisper's transcripts -> ${dumpdir}/raw/<set>/asr_hyp
   5: encoder dump, statistics and training on the descriptions (blsp.sh stages 4-6)
-  6: closed-set questions per attribute -> ${dumpdir}/qa/<set>/questions.jsonl
-  7: decode test sets: descriptions, zero-shot ASR, description loss, questions
+  6: closed-set questions per attribute -> ${dumpdir}/qa/<set>/questions.jsonl,
+     description probes -> ${dumpdir}/qa/<set>/probes.jsonl
+  7: decode test sets: descriptions, zero-shot ASR, description loss, questions, probes
   8: score and write RESULTS.md
 
 Options (default):
   --stage ($stage) --stop_stage ($stop_stage) --nj ($nj) --ngpu ($ngpu)
   --datadir ($datadir): from --stage 2, the data dirs of an existing ESPnet recipe (side files for the seeds)
   --describe_config ($describe_config) --train_config ($train_config)
-  --seed_attributes ($seed_attributes) --blsp_exp ($blsp_exp) --eval_qa ($eval_qa)
+  --seed_attributes ($seed_attributes) --blsp_exp ($blsp_exp) --eval_qa ($eval_qa) --eval_probe ($eval_probe)
   --variant_configs: e.g. "conf/train_desta2_3ep.yaml" -> ${expdir}/desta2_<name>, a row named <name>
   --encoder_dump_dtype ($encoder_dump_dtype) --encoder_dump_feats_dtype ($encoder_dump_feats_dtype)
 EOF2
@@ -127,11 +129,17 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   blsp 4 6
 fi
 
-if "${eval_qa}" && [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
-  log "Stage 6: closed-set questions"
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+  log "Stage 6: closed-set questions and description probes"
   for dset in ${test_sets}; do
-    ${python} -m espnet_blsp.bin.make_qa --data_dir "${dumpdir}/raw/${dset}" \
-      --output "${dumpdir}/qa/${dset}/questions.jsonl"
+    d=${dumpdir}/raw/${dset}
+    if "${eval_qa}"; then
+      ${python} -m espnet_blsp.bin.make_qa --data_dir "${d}" --output "${dumpdir}/qa/${dset}/questions.jsonl"
+    fi
+    if "${eval_probe}"; then
+      ${python} -m espnet_blsp.bin.make_probe --data_dir "${d}" --reference "${d}/description" \
+        --output "${dumpdir}/qa/${dset}/probes.jsonl"
+    fi
   done
 fi
 
@@ -139,10 +147,28 @@ fi
 encoder_tag=$(encoder_tag_of "${train_config}")
 speech_root=${dumpdir}/encoder${encoder_tag}
 
+# evaluate_qa on closed-set questions or probes, split into jobs; redone when
+# any input or the model changes.
+#   answer_split <out dir> <questions or probes .jsonl> <evaluate_qa.py input args> <output file>...
+answer_split() {
+  local dir=$1 items=$2 input=$3 cmd
+  shift 3
+  mkdir -p "${dir}"
+  if [ ! -s "${items}" ]; then log "${items}: nothing to answer"; return; fi
+  cmd="${python} -m espnet_blsp.bin.evaluate_qa --questions ${items} --keys @IN@ --out_dir @OUT@ --num_threads ${num_threads} ${input}"
+  # shellcheck disable=SC2086  # the command's words, each file in it fingerprinted
+  if up_to_date "${dir}/.qa_done" ${cmd}; then log "${dir}: $(basename "${items}") done, skipping"; return; fi
+  rm -f "${dir}/.qa_done"
+  ${python} -c "import json, sys; [print(json.loads(l)['id']) for l in open(sys.argv[1])]" "${items}" > "${dir}/qa_keys"
+  run_split "${dir}/qa_keys" "${dir}" qa "${cmd}" "$@"
+  # shellcheck disable=SC2086
+  mark_done "${dir}/.qa_done" ${cmd}
+}
+
 # One system on one test set: the description task (its description, the
 # loss of the reference description given its own input and another's),
-# zero-shot ASR, and the closed-set questions. Each redone when any input or
-# the model changes.
+# zero-shot ASR, the closed-set questions and the description probes. Each
+# redone when any input or the model changes.
 #   evaluate <system dir> <set> <evaluate.py input args> <evaluate_qa.py input args>
 evaluate() {
   local sd=$1 dset=$2 input=$3 qa_input=$4
@@ -162,16 +188,12 @@ evaluate() {
     # shellcheck disable=SC2086
     mark_done "${sd}/.done" ${cmd}
   fi
-  "${eval_qa}" || return 0
-  local qa=${dumpdir}/qa/${dset}/questions.jsonl
-  cmd="${python} -m espnet_blsp.bin.evaluate_qa --questions ${qa} --keys @IN@ --out_dir @OUT@ --num_threads ${num_threads} ${qa_input}"
-  # shellcheck disable=SC2086
-  if up_to_date "${sd}/.qa_done" ${cmd}; then log "${sd}: questions done, skipping"; return; fi
-  rm -f "${sd}/.qa_done"
-  ${python} -c "import json, sys; [print(json.loads(l)['id']) for l in open(sys.argv[1])]" "${qa}" > "${sd}/qa_keys"
-  run_split "${sd}/qa_keys" "${sd}" qa "${cmd}" qa_option_nll qa_answer
-  # shellcheck disable=SC2086
-  mark_done "${sd}/.qa_done" ${cmd}
+  if "${eval_probe}"; then
+    answer_split "${sd}/probe" "${dumpdir}/qa/${dset}/probes.jsonl" "${qa_input}" qa_option_nll
+  fi
+  if "${eval_qa}"; then
+    answer_split "${sd}" "${dumpdir}/qa/${dset}/questions.jsonl" "${qa_input}" qa_option_nll qa_answer
+  fi
 }
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
@@ -206,8 +228,8 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
       vinput="--train_config ${vexp}/config.yaml ${speech} --asr_hyp ${d}/asr_hyp --model_file ${vexp}/${inference_model}"
       evaluate "${eval_dir}/${dset}/${name}" "${dset}" "${vinput}" "${vinput}"
     done
-    if [ -n "${blsp_exp}" ] && "${eval_qa}"; then
-      log "${dset}: BLSP (${blsp_exp}) on the questions"
+    if [ -n "${blsp_exp}" ] && { "${eval_qa}" || "${eval_probe}"; }; then
+      log "${dset}: BLSP (${blsp_exp}) on the questions and probes"
       # BLSP's model re-encodes the waveforms with the encoder its dump came from.
       evaluate "${eval_dir}/${dset}/blsp" "${dset}" "" \
         "--train_config ${blsp_exp}/config.yaml --model_file ${blsp_exp}/${inference_model} --speech ${d}/wav.scp,sound --batch_size ${inference_batch_size}"
@@ -226,6 +248,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
         ${python} -m espnet_blsp.bin.score_qa --sys_dir "${sd}" --descriptions "${sd}/continuation" --data_dir "${d}"
       fi
       [ -f "${sd}/.qa_done" ] && ${python} -m espnet_blsp.bin.score_qa --sys_dir "${sd}" --questions "${dumpdir}/qa/${dset}/questions.jsonl"
+      [ -f "${sd}/probe/.qa_done" ] && ${python} -m espnet_blsp.bin.score_qa --sys_dir "${sd}/probe" --questions "${dumpdir}/qa/${dset}/probes.jsonl"
     done
   done
   {
@@ -248,7 +271,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     echo
     ${python} -m espnet_blsp.bin.score --results "${eval_dir}" --task description
     echo
-    echo "## Closed-set questions and attribute mentions in the descriptions"
+    echo "## Closed-set questions, description probes and attribute mentions in the descriptions"
     echo
     ${python} -m espnet_blsp.bin.score_qa --results "${eval_dir}"
   } > RESULTS.md.tmp
