@@ -9,7 +9,11 @@ reads ``<sys_dir>/{qa_option_nll,qa_answer}`` (whichever exist) and writes
 (../shared/DESTA2.md §4.5):
 
 - ``option_ll_acc``: the option with the lowest summed NLL is the answer;
-  ``option_ll_norm_acc``: the lowest NLL per token.
+  ``option_ll_norm_acc``: the lowest NLL per token;
+  ``option_ll_calib_acc``: the lowest NLL minus that option's mean NLL over
+  the task's questions with the same options (contextual calibration, from
+  the outputs alone, no labels: an LLM's fixed preference for one option,
+  "male" for every speaker, cancels, and what the input adds is left).
 - ``answer_acc``: DeSTA2's consecutive-words match of the generated answer.
   Answer and options go through Whisper's English normaliser (as ``score``
   uses it; DeSTA2 used the basic normaliser); an option matches if its words
@@ -24,6 +28,9 @@ reads ``<sys_dir>/{qa_option_nll,qa_answer}`` (whichever exist) and writes
 - ``chance``: 1 / number of options.
 
 Each also per ``voice`` (seen/unseen), where the questions have it.
+Description probes (``make_probe``) are scored alike, from the
+``qa_option_nll`` that ``evaluate_qa`` wrote into ``<sys_dir>/probe``
+(``--questions probes.jsonl --sys_dir <sys_dir>/probe``).
 
 Descriptions ("What can you hear from the audio?") against the side files::
 
@@ -64,7 +71,8 @@ from espnet_blsp.utils.kaldi_dir import DataDirError, write_text
 
 MENTION_ATTRIBUTES = PROBE_ATTRIBUTES
 PROBE_DIR = "probe"  # a system's eval dir holds its probes' scores here
-METRICS = ("option_ll_acc", "option_ll_norm_acc", "answer_acc", "string_match_acc", "format_rate", "chance")
+METRICS = ("option_ll_acc", "option_ll_norm_acc", "option_ll_calib_acc", "answer_acc", "string_match_acc",
+           "format_rate", "chance")
 # Rows in the order of ../shared/DESTA2.md §6.5; other systems follow, sorted.
 SYSTEM_NAMES = {**ROW_NAMES, "text_llm": "Text+LLM (the seed; upper bound)"}
 Normalizer = Callable[[str], str]
@@ -167,14 +175,24 @@ def score_questions(questions: List[Dict], sys_dir: Path, norm: Optional[Normali
         if missing:
             raise DataDirError(f"{sys_dir / name}: no output for question {missing[0]}")
     norm = norm or whisper_english_normalizer()
+    if OPTION_NLL in outputs:
+        nlls = {q["id"]: _parse_nll(sys_dir / OPTION_NLL, q["id"], outputs[OPTION_NLL][q["id"]], len(q["options"]))
+                for q in questions}
+        sums: Dict[Tuple, List[float]] = {}  # (task, options) -> per option, summed NLL
+        counts: Dict[Tuple, int] = {}
+        for q in questions:
+            key = (q["task"], tuple(q["options"]))
+            sums[key] = [a + s for a, (s, _) in zip(sums.get(key, [0.0] * len(q["options"])), nlls[q["id"]])]
+            counts[key] = counts.get(key, 0) + 1
     records = []
     for q in questions:
         options, right = q["options"], q["options"].index(q["answer"])
         r = {"task": q["task"], "voice": q.get("voice"), "chance": 1.0 / len(options)}
         if OPTION_NLL in outputs:
-            nll = _parse_nll(sys_dir / OPTION_NLL, q["id"], outputs[OPTION_NLL][q["id"]], len(options))
+            nll, key = nlls[q["id"]], (q["task"], tuple(options))
             r["option_ll_acc"] = float(_argmin([s for s, _ in nll]) == right)
             r["option_ll_norm_acc"] = float(_argmin([s / max(n, 1) for s, n in nll]) == right)
+            r["option_ll_calib_acc"] = float(_argmin([s - m / counts[key] for (s, _), m in zip(nll, sums[key])]) == right)
         if ANSWER in outputs:
             answer = outputs[ANSWER][q["id"]]
             answer = "" if answer == EMPTY else answer
@@ -273,6 +291,8 @@ def results_tables(results_dir: Path) -> str:
             n = max(s["n"] for s in qa.values())
             lines += [f"Closed-set QA, option log-likelihood accuracy % ({n} questions)", ""]
             lines += _accuracy_table(qa, "option_ll_acc") + [""]
+            lines += ["The same, calibrated (each option's NLL less its mean over the task's questions)", ""]
+            lines += _accuracy_table(qa, "option_ll_calib_acc") + [""]
             first = next(iter(qa.values()))
             gen = ["answer_acc", "string_match_acc", "format_rate"]
             rows = [["chance", _cell(first, "macro", "chance"), _cell(first, "macro", "chance"), "–"]]
@@ -286,6 +306,8 @@ def results_tables(results_dir: Path) -> str:
             lines += [f"Description probes: accuracy % of the value whose phrase is likeliest where the reference "
                       f"description names it ({n} probes: {counts})", ""]
             lines += _accuracy_table(probes, "option_ll_acc") + [""]
+            lines += ["The same, calibrated (each value's NLL less its mean over the attribute's probes)", ""]
+            lines += _accuracy_table(probes, "option_ll_calib_acc") + [""]
         if mentions:
             names = [a for a in MENTION_ATTRIBUTES if any(a in m["attributes"] for m in mentions.values())]
             rows = [[SYSTEM_NAMES.get(s, s)]
