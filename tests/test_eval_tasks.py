@@ -48,6 +48,25 @@ def test_config_errors_name_the_file_and_entry(tmp_path, bad, message):
         load_tasks(conf, "test_slue")
 
 
+def test_an_asked_task_keeps_the_systems_own_prompt(tmp_path):
+    from espnet_blsp.llm.prompt import INSTRUCTIONS
+
+    conf = tmp_path / "eval.yaml"
+    conf.write_text("tasks:\n  continuation: {instruction: continuation, ask: true, reference: continuation, "
+                    "metric: bleu}\ntest_sets: {test_aug: [asr, continuation]}\n")
+    asr, cont = load_tasks(conf, "test_aug")
+    question = "Continue the following text in a coherent and engaging style with less than 40 words."
+    # DeSTA2's audio turn (speech, then Whisper's transcript) stays; the question is the task's.
+    assert cont.spec("description", "transcription") == [INSTRUCTIONS["description"][0],
+                                                         {"role": "user", "content": question}]
+    assert cont.spec("describe_seed", "transcription") == f"<speech>\n{question}"
+    assert cont.spec("continuation", "transcription") == f"{question} <speech>"  # BLSP's own
+    assert asr.spec("description", "transcription") == INSTRUCTIONS["transcription"]  # not asked
+    conf.write_text("tasks: {x: {instruction: description, ask: true, reference: r, metric: bleu}}")
+    with pytest.raises(ValueError, match="ask: true needs a one-turn instruction"):
+        load_tasks(conf, "test_aug")
+
+
 def test_answers_are_matched_to_labels_after_normalising():
     labels = ["alarm_set", "alarm_query", "weather_query"]
     assert answer_label("Alarm set.", labels) == "alarm_set"

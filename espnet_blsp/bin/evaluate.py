@@ -35,7 +35,7 @@ from espnet_blsp.bin.generate_text import generate_file, load_conf, read_texts
 from espnet_blsp.evaluation.tasks import load_tasks
 from espnet_blsp.llm.batch import text_rows
 from espnet_blsp.llm.hf_causal_lm import HFCausalLM
-from espnet_blsp.llm.prompt import SPEECH, build_prompt, resolve_instruction
+from espnet_blsp.llm.prompt import SPEECH, ask_instruction, build_prompt, resolve_instruction
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, read_values, write_kv
 from espnet_blsp.utils.stamp import beside, reset_if_stale, stamp_of
@@ -71,6 +71,10 @@ def main(cmd: Optional[List[str]] = None):
     speech.add_argument("--asr_hyp", type=Path, help="uttid -> ASR hypothesis, for an <asr_hyp> slot (DeSTA2)")
     speech.add_argument("--batch_size", type=int, default=8)
     speech.add_argument("--seed", type=int, default=0, help="seeds the untrained adapter")
+    speech.add_argument(
+        "--ask", help="a one-turn instruction (name or text) asked in the model's own prompt for the continuation "
+        "and its loss, instead of the trained one: another method's task (BLSP's model describing, describe_seed)",
+    )
     add_num_threads(parser)
     args = parser.parse_args(cmd)
     setup(args)
@@ -88,10 +92,6 @@ def main(cmd: Optional[List[str]] = None):
         args.out_dir / ".evaluate.stamp", stamp_of(settings, ignore=ignore),
         [args.out_dir / name for name in OUTPUTS],
     )
-    instructions = {t.output: t.instruction or args.asr_instruction for t in tasks}
-    for output, spec in instructions.items():
-        task_settings = {**settings, "instruction": str(resolve_instruction(spec))}
-        reset_if_stale(beside(args.out_dir / output), stamp_of(task_settings, ignore=ignore), [args.out_dir / output])
     if args.text:
         llm = HFCausalLM(args.llm, dtype=conf["dtype"])
         wanted = set(keys)
@@ -115,6 +115,8 @@ def main(cmd: Optional[List[str]] = None):
         # transcripts only (ASR pretraining) is asked the continuation config's.
         trained = [t.spec for t in s2r.model.tasks if t.target == "response"]
         instruction = trained[0] if trained else conf["instruction"]
+        if args.ask:
+            instruction = ask_instruction(instruction, args.ask)
         slot_texts = None
         if args.asr_hyp:
             slot_texts = {"asr_hyp": list(read_values(args.asr_hyp, keys).values())}
@@ -129,6 +131,11 @@ def main(cmd: Optional[List[str]] = None):
             return [s.size(0) for i in range(0, len(speech), args.batch_size)
                     for s in s2r.slots(speech[i : i + args.batch_size])]
 
+    # A task's prompt may be asked inside the system's own (EvalTask.ask).
+    instructions = {t.output: t.spec(instruction, args.asr_instruction) for t in tasks}
+    for output, spec in instructions.items():
+        task_settings = {**settings, "instruction": str(resolve_instruction(spec))}
+        reset_if_stale(beside(args.out_dir / output), stamp_of(task_settings, ignore=ignore), [args.out_dir / output])
     if args.continuation_from:
         given = dict(read_kv(args.continuation_from))
         write_kv(args.out_dir / "continuation", [(k, given[k]) for k in keys])

@@ -8,12 +8,16 @@
       st_ja: {instruction: translation_ja, reference: text.ja, metric: bleu, tokenize: ja-mecab}
       sentiment: {instruction: sentiment, reference: utt2sentiment, metric: accuracy,
                   labels: [negative, neutral, positive]}
+      continuation: {instruction: continuation, ask: true, reference: continuation, metric: bleu}
     test_sets:
       test_clean: [asr]
       test_covost2_en_de: [st_de]
 
 ``instruction`` is a name in ``espnet_blsp.llm.prompt.INSTRUCTIONS`` or text
-with ``<speech>``; ``reference`` a file of the formatted test set
+with ``<speech>``; with ``ask: true`` its words are asked inside each
+system's own prompt instead (``espnet_blsp.llm.prompt.ask``: DeSTA2 keeps
+its audio turn with speech and transcript, a Text+LLM system its text), so
+a model is tried on another method's task as it was trained to listen; ``reference`` a file of the formatted test set
 (``dump/raw/<set>/<reference>``); ``metric`` one of ``wer``, ``bleu`` (BLEU
 and chrF, sacrebleu ``tokenize``, default 13a) and ``accuracy`` (``labels``
 default to those among the references). A set the config does not list, or
@@ -32,7 +36,7 @@ from typing import List, Optional, Sequence
 import yaml
 from typeguard import typechecked
 
-from espnet_blsp.llm.prompt import SPEECH, resolve_instruction
+from espnet_blsp.llm.prompt import SPEECH, PromptSpec, ask_instruction, resolve_instruction
 
 METRICS = ("wer", "bleu", "accuracy")
 TOKENIZERS = ("13a", "ja-mecab", "zh", "intl", "char", "none")
@@ -48,6 +52,13 @@ class EvalTask:
     instruction: Optional[str] = None  # None: the recipe's ASR instruction
     tokenize: str = "13a"
     labels: Optional[List[str]] = None
+    ask: bool = False
+
+    def spec(self, base: PromptSpec, asr_instruction: PromptSpec) -> PromptSpec:
+        """The prompt this task's answers are made with, for a system whose
+        own prompt is ``base``."""
+        instruction = self.instruction or asr_instruction
+        return ask_instruction(base, instruction) if self.ask else resolve_instruction(instruction)
 
     @property
     def output(self) -> str:
@@ -97,6 +108,8 @@ def _task(config: Path, name: str, spec) -> EvalTask:
         raise ValueError(f"{where}: tokenize {task.tokenize!r} is not one of {TOKENIZERS}")
     if task.instruction is None and name != "asr":
         raise ValueError(f"{where}: needs an instruction (only asr defaults to the recipe's)")
+    if task.ask and not isinstance(resolve_instruction(task.instruction or ""), str):
+        raise ValueError(f"{where}: ask: true needs a one-turn instruction")
     if task.instruction is not None and f"<{SPEECH}>" not in resolve_instruction(task.instruction):
         raise ValueError(f"{where}: instruction {task.instruction!r} is neither a registered name nor has <speech>")
     if not name.replace("_", "").replace("-", "").isalnum():

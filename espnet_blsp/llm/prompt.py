@@ -199,3 +199,17 @@ def ask(spec: PromptSpec, question: str) -> PromptSpec:
         content = question
     turns[last]["content"] = content
     return content if isinstance(spec, str) else turns
+
+
+def ask_instruction(spec: PromptSpec, instruction: PromptSpec) -> PromptSpec:
+    """:func:`ask` with a one-turn instruction's words (a registered name or
+    text; its ``<speech>`` dropped): another task put to a system in its own
+    prompt ("continuation" asked of DeSTA2 keeps its audio turn).
+
+    Raises:
+        ValueError: ``instruction`` is chat turns.
+    """
+    text = resolve_instruction(instruction)
+    if not isinstance(text, str):
+        raise ValueError(f"only a one-turn instruction can be asked in another prompt: {instruction!r}")
+    return ask(spec, " ".join(text.replace(f"<{SPEECH}>", " ").split()))

@@ -50,6 +50,7 @@ def test_desta2_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir)
     (recipe / "conf/train_tiny.yaml").write_text(TRAIN_CONFIG)
     (recipe / "conf/train_tiny_no_hyp.yaml").write_text(TRAIN_CONFIG + NO_HYP)
     (recipe / "conf/describe_tiny.yaml").write_text(DESCRIBE)
+    (recipe / "conf/continue_tiny.yaml").write_text(DESCRIBE.replace("describe_seed", "continuation"))
     env = dict(
         os.environ,
         LIBRISPEECH=str(tmp_path / "synth"),
@@ -62,6 +63,7 @@ def test_desta2_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir)
         "--train_set", "train_synth_aug", "--valid_set", "dev_synth_aug", "--test_sets", "test_synth_aug",
         "--llm", str(tiny_llm_dir), "--whisper", str(tiny_whisper_dir),
         "--describe_config", "conf/describe_tiny.yaml", "--train_config", "conf/train_tiny.yaml",
+        "--continuation_config", "conf/continue_tiny.yaml", "--eval_config", "conf/eval_tasks.yaml",
         "--variant_configs", "conf/train_tiny_no_hyp.yaml", "--nj", "1", "--python", sys.executable,
     ]
     run = subprocess.run(cmd + ["--stop_stage", "5"], cwd=recipe, env=env, capture_output=True, text=True)
@@ -90,12 +92,14 @@ def test_desta2_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir)
         sd = exp / "eval/test_synth_aug" / system
         assert (sd / "qa_option_nll").read_text().count("\n") == len(questions), system
         assert (sd / "qa_scores.json").exists(), system
+        assert (sd / "continuation_text").read_text().count("\n") == len(utts), system
         probes = (sd / "probe/qa_option_nll").read_text().splitlines()
         assert len(probes) == 3 * len(utts) and (sd / "probe/qa_scores.json").exists(), system
     results = (recipe / "RESULTS.md").read_text()
     assert "Closed-set questions" in results and "DeSTA2" in results
     assert "Description probes" in results and "| chance | 50.0 | 33.3 | 25.0 |" in results  # gender, speed, noise
     assert "| train_tiny_no_hyp |" in results
+    assert "test_synth_aug (continuation, 3)" in results  # each system on BLSP's task
     # A rerun of the finished stages does no work.
     before = (exp / "eval/test_synth_aug/desta2/qa_answer").stat().st_mtime
     rerun = subprocess.run(cmd + ["--stage", "6"], cwd=recipe, env=env, capture_output=True, text=True)

@@ -28,6 +28,10 @@ seed_attributes=     # make_seed --attributes (default: every attribute the data
 llm=
 whisper=
 describe_config=conf/describe.yaml  # step 1: the LLM describes each seed transcript
+continuation_config= # BLSP's step 1 (e.g. ../blsp/conf/continuation.yaml): each test set's `continuation`,
+                     # the LLM continuing the transcript: the reference of a continuation task
+eval_config=         # each test set's tasks beside the description (evaluation/tasks.py; default: ASR),
+                     # e.g. continuation writing asked in each system's own prompt
 train_config=conf/train_desta2.yaml
 train_args=
 variant_configs=     # more training configs, each trained alike and a row of the tables
@@ -51,7 +55,8 @@ Usage: $0 --train_set <set> --valid_set <set> --test_sets "<set> ..." --llm <mod
 Stages:
   1: data preparation (local/data.sh), with paralinguistic side files
   2: format: check data dirs, measure audio, filter by length -> ${dumpdir}/raw (blsp.sh stage 2)
-  3: seed transcripts, and the LLM's description of each -> ${dumpdir}/raw/<set>/{seed,description}
+  3: seed transcripts, and the LLM's description of each -> ${dumpdir}/raw/<set>/{seed,description};
+     with --continuation_config, its continuation of each test transcript -> .../continuation
   4: Whisper's transcripts -> ${dumpdir}/raw/<set>/asr_hyp
   5: encoder dump, statistics and training on the descriptions (blsp.sh stages 4-6)
   6: closed-set questions per attribute -> ${dumpdir}/qa/<set>/questions.jsonl,
@@ -63,6 +68,7 @@ Options (default):
   --stage ($stage) --stop_stage ($stop_stage) --nj ($nj) --ngpu ($ngpu)
   --datadir ($datadir): from --stage 2, the data dirs of an existing ESPnet recipe (side files for the seeds)
   --describe_config ($describe_config) --train_config ($train_config)
+  --continuation_config ($continuation_config) --eval_config ($eval_config)
   --seed_attributes ($seed_attributes) --blsp_exp ($blsp_exp) --eval_qa ($eval_qa) --eval_probe ($eval_probe)
   --variant_configs: e.g. "conf/train_desta2_3ep.yaml" -> ${expdir}/desta2_<name>, a row named <name>
   --encoder_dump_dtype ($encoder_dump_dtype) --encoder_dump_feats_dtype ($encoder_dump_feats_dtype)
@@ -115,6 +121,9 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
       ${seed_attributes:+--attributes "${seed_attributes}"}
     llm_targets "${d}" seed description "${describe_config}"
   done
+  if [ -n "${continuation_config}" ]; then
+    for dset in ${test_sets}; do llm_targets "${dumpdir}/raw/${dset}" text continuation "${continuation_config}"; done
+  fi
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
@@ -176,15 +185,15 @@ evaluate() {
   mkdir -p "${sd}"
   local instruction cmd
   printf -v instruction '%q' "${asr_instruction}"
-  cmd="${python} -m espnet_blsp.bin.evaluate --keys @IN@ --out_dir @OUT@ --ref_continuation ${d}/description --asr_instruction ${instruction} --config ${describe_config} --num_threads ${num_threads} ${input}"
+  cmd="${python} -m espnet_blsp.bin.evaluate --keys @IN@ --out_dir @OUT@ --ref_continuation ${d}/description --asr_instruction ${instruction} --config ${describe_config} ${eval_config:+--eval_config ${eval_config}} --test_set ${dset} --num_threads ${num_threads} ${input}"
   # shellcheck disable=SC2086  # the command's words, each file in it fingerprinted
-  if [ -z "${input}" ]; then
-    :  # a system for the questions only
-  elif up_to_date "${sd}/.done" ${cmd}; then
+  if up_to_date "${sd}/.done" ${cmd}; then
     log "${sd}: done, skipping"
   else
     rm -f "${sd}/.done"
-    run_split "${d}/description" "${sd}" eval "${cmd}" continuation asr_text nll nll_other slot_length
+    # shellcheck disable=SC2046  # the task answers' file names
+    run_split "${d}/description" "${sd}" eval "${cmd}" continuation nll nll_other slot_length \
+      $(${python} -m espnet_blsp.evaluation.tasks ${eval_config:+--config "${eval_config}"} --set "${dset}")
     # shellcheck disable=SC2086
     mark_done "${sd}/.done" ${cmd}
   fi
@@ -228,11 +237,11 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
       vinput="--train_config ${vexp}/config.yaml ${speech} --asr_hyp ${d}/asr_hyp --model_file ${vexp}/${inference_model}"
       evaluate "${eval_dir}/${dset}/${name}" "${dset}" "${vinput}" "${vinput}"
     done
-    if [ -n "${blsp_exp}" ] && { "${eval_qa}" || "${eval_probe}"; }; then
-      log "${dset}: BLSP (${blsp_exp}) on the questions and probes"
+    if [ -n "${blsp_exp}" ]; then
+      log "${dset}: BLSP (${blsp_exp}), asked DeSTA2's question"
       # BLSP's model re-encodes the waveforms with the encoder its dump came from.
-      evaluate "${eval_dir}/${dset}/blsp" "${dset}" "" \
-        "--train_config ${blsp_exp}/config.yaml --model_file ${blsp_exp}/${inference_model} --speech ${d}/wav.scp,sound --batch_size ${inference_batch_size}"
+      blsp_input="--train_config ${blsp_exp}/config.yaml --model_file ${blsp_exp}/${inference_model} --speech ${d}/wav.scp,sound --batch_size ${inference_batch_size}"
+      evaluate "${eval_dir}/${dset}/blsp" "${dset}" "${blsp_input} --ask describe_seed" "${blsp_input}"
     fi
   done
 fi
@@ -244,7 +253,8 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     for sd in "${eval_dir}/${dset}"/*/; do
       sd=${sd%/}
       if [ -f "${sd}/.done" ]; then
-        ${python} -m espnet_blsp.bin.score --sys_dir "${sd}" --ref_text "${d}/text" --ref_continuation "${d}/description"
+        ${python} -m espnet_blsp.bin.score --sys_dir "${sd}" --ref_text "${d}/text" --ref_continuation "${d}/description" \
+          ${eval_config:+--eval_config "${eval_config}"} --test_set "${dset}"
         ${python} -m espnet_blsp.bin.score_qa --sys_dir "${sd}" --descriptions "${sd}/continuation" --data_dir "${d}"
       fi
       [ -f "${sd}/.qa_done" ] && ${python} -m espnet_blsp.bin.score_qa --sys_dir "${sd}" --questions "${dumpdir}/qa/${dset}/questions.jsonl"

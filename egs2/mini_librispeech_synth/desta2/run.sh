@@ -20,6 +20,8 @@ blsp_exp=../blsp/exp/blsp_train_blsp
   --llm "${models}/smollm2-135m-instruct" \
   --whisper "${models}/whisper-tiny.en" \
   --describe_config conf/describe.yaml \
+  --continuation_config ../blsp/conf/continuation.yaml \
+  --eval_config conf/eval_tasks.yaml \
   --train_config conf/train_desta2.yaml \
   --blsp_exp "${blsp_exp}" \
   --nj 2 --ngpu 0 --train_threads 2 --inference_batch_size 64 \
