@@ -13,13 +13,14 @@ UTTS = ["u1", "u2", "u3"]
 SIDE = {
     "text": ["THE FOX", "SHE WALKED", "I AM OK"],
     "utt2gender": ["f", "m", "m"],
+    "utt2accent": ["New_York", "Scottish", "Scottish"],
     "utt2pitch": ["low", "high", "normal"],
     "utt2snr": ["inf", "20", "0"],
     "utt2seen": ["seen", "seen", "unseen"],
 }
 REFERENCE = {
     "u1": 'Someone says "she is here." She speaks with a high-pitched voice and no background noise.',
-    "u2": "The audio features a male speaker with a low pitch.",
+    "u2": "The audio features a male speaker from new york with a low pitch.",
     "u3": "Someone talks.",
 }
 
@@ -44,7 +45,9 @@ def test_first_mention_skips_quotes_and_prefers_the_longest():
 
 def test_probes_follow_the_reference_and_answer_from_side_files(tmp_path):
     probes = {p["id"]: p for p in make_probes(data_dir(tmp_path), REFERENCE)}
-    assert sorted(probes) == ["u1_gender", "u1_noise", "u1_pitch", "u2_gender", "u2_pitch"]  # u3 names nothing
+    assert sorted(probes) == ["u1_gender", "u1_noise", "u1_pitch", "u2_accent", "u2_gender", "u2_pitch"]  # u3: none
+    assert probes["u2_accent"]["continuations"] == [" New York", " Scottish"]  # names keep their case
+    assert probes["u2_accent"]["answer"] == "scottish"
     g = probes["u1_gender"]
     assert g == {"id": "u1_gender", "utt": "u1", "task": "gender", "instruction": "What can you hear from the audio?",
                  "context": 'Someone says "she is here."', "continuations": [" She", " He"],
@@ -53,7 +56,7 @@ def test_probes_follow_the_reference_and_answer_from_side_files(tmp_path):
     assert probes["u1_pitch"]["answer"] == "low"  # the side file's, not the reference's
     assert probes["u1_noise"]["options"] == ["clean", "low", "moderate", "high"]
     assert probes["u1_noise"]["continuations"][0] == " no background noise"
-    assert probes["u2_pitch"]["context"] == "The audio features a male speaker with"
+    assert probes["u2_pitch"]["context"] == "The audio features a male speaker from new york with"
     assert probes["u2_pitch"]["continuations"] == [" a low pitch", " a normal pitch", " a high pitch"]
     assert probes["u2_gender"]["context"] == "The audio features"
     assert continuation_texts("An Irish voice", 3, ["Irish", "welsh"]) == (0, ["An Irish", "A Welsh"])
@@ -104,9 +107,9 @@ def test_evaluate_probes_resumes_and_tabulates(tmp_path, tiny_llm_dir):
     for pid, value in nll.items():
         assert len(value.split()) == 2 * len(items[pid]["options"])
     before = (out / "qa_option_nll").read_text()
-    (out / "qa_option_nll").write_text("".join(before.splitlines(True)[:-2]))  # u2's two probes lost
+    (out / "qa_option_nll").write_text("".join(before.splitlines(True)[:-2]))  # two of u2's probes lost
     evaluate_qa.main(cmd)
     assert sorted((out / "qa_option_nll").read_text().splitlines()) == sorted(before.splitlines())
     score_qa.main(["--questions", str(probes), "--sys_dir", str(out)])
     table = results_tables(tmp_path / "eval")
-    assert "Description probes" in table and "| chance | 50.0 | 33.3 | 25.0 |" in table
+    assert "Description probes" in table and "| chance | 50.0 | 50.0 | 33.3 | 25.0 |" in table  # + accent

@@ -143,7 +143,8 @@ def make_probes(data_dir: Path, reference: Dict[str, str], attributes: Sequence[
         if len(vocabulary) < 2:
             logging.warning(f"{data_dir}: only {vocabulary} for {name}; no probes")
             continue
-        phrases = {w: attribute.phrases(w) for w in vocabulary}
+        # An open set's values are names, written as the labels have them ("New York").
+        phrases = {w: attribute.phrases(w) if attribute.words else (w,) for w in vocabulary}
         for u in utts:
             text = reference[u]
             mention = first_mention(text, phrases)
