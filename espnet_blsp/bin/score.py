@@ -58,6 +58,11 @@ def row_order(systems) -> List[str]:
 TEXT_LLM_READS = {"continuation": "reference transcript", "description": "the seed"}
 
 
+def row_names(task: str) -> Dict[str, str]:
+    """The systems' row names when they answered ``task`` (what Text+LLM read)."""
+    return {**ROW_NAMES, "text_llm": f"Text+LLM ({TEXT_LLM_READS[task]}; upper bound)"}
+
+
 @typechecked
 def paired(ref: Path, hyp: Path) -> Dict[str, List[str]]:
     """Reference and hypothesis lines for the same utterances (hyp may be empty)."""
@@ -157,7 +162,7 @@ def results_table(results_dir: Path, task: str = "continuation", variants: Seque
             "| loss drop from own input ↑ |",
             "|---|---|---|---|---|---|",
         ]
-        names = {**ROW_NAMES, "text_llm": f"Text+LLM ({TEXT_LLM_READS[task]}; upper bound)"}
+        names = row_names(task)
         order = row_order(systems)
         for name in order:
             s = systems[name]
@@ -174,9 +179,13 @@ TASK_TABLES = (("wer", "WER % ↓"), ("bleu", "BLEU ↑"), ("chrf", "chrF ↑"),
 
 
 @typechecked
-def task_tables(results_dir: Path, variants: Sequence[Path] = ()) -> str:
+def task_tables(results_dir: Path, variants: Sequence[Path] = (), answered: str = "continuation") -> str:
     """The paper's Table 1 shape: per metric, systems × (test set, task), from
-    the ``tasks`` of :func:`gather`'s scores; "" when no system has task scores."""
+    the ``tasks`` of :func:`gather`'s scores; "" when no system has task scores.
+
+    Args:
+        answered: What the systems' main answers were (the Text+LLM row's name).
+    """
     cells: Dict[str, Dict[str, Dict[str, float]]] = {}  # metric -> system -> column -> value
     for dset, systems in gather(results_dir, variants).items():
         for system, scores in systems.items():
@@ -196,7 +205,7 @@ def task_tables(results_dir: Path, variants: Sequence[Path] = ()) -> str:
         lines.append("|---" * (len(columns) + 1) + "|")
         for name in order:
             row = [f"{systems[name][c]:.2f}" if c in systems[name] else "–" for c in columns]
-            lines.append(f"| {ROW_NAMES.get(name, name)} | " + " | ".join(row) + " |")
+            lines.append(f"| {row_names(answered).get(name, name)} | " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -285,7 +294,7 @@ def main(cmd: Optional[List[str]] = None):
     if args.results or args.compare:
         if args.results:
             table = results_table(args.results, args.task, args.variants)
-            by_task = task_tables(args.results, args.variants)
+            by_task = task_tables(args.results, args.variants, args.task)
             if by_task:
                 table += "\n## Tasks (the paper's Table 1)\n\n" + by_task
             analysis = representation_section(args.representation) if args.representation else ""
