@@ -270,6 +270,8 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     echo "  (Text+LLM is 100 by construction); loss = mean per-token NLL of that description; loss drop ="
     echo "  the loss given another utterance's input minus the loss given its own. ASR WER: the transcription"
     echo "  prompt with the speech alone (no Whisper transcript in it)."
+    [ -z "${eval_config}" ] || echo "- other tasks (${eval_config}): each asked as its config says; continuation writing is asked in each system's own prompt and scored against the LLM's continuation of the transcript"
+    "${eval_probe}" && echo "- description probes: the reference description up to where it names an attribute's value, then each value's phrase scored given the system's input (make_probe); calibrated: each value's NLL less its mean over the attribute's probes"
     [ -f "${desta2_exp}/train_seconds" ] && echo "- training: $(cat "${desta2_exp}/train_seconds") s"
     for config in ${variant_configs}; do
       vexp=$(variant_exp "${config}")
