@@ -5,7 +5,8 @@
 # model answers the same questions; without it that row is left out).
 # ./run.sh [--stage N] [--stop_stage N] ...  (re-running skips finished work)
 # The closed-set questions are off by default: on a 2-core CPU they take about
-# 27 min per system; add them with ./run.sh --stage 6 --eval_qa true
+# 15 min per system; add them with ./run.sh --stage 6 --eval_qa true. The
+# description probes (about 1 min per system) are on.
 set -euo pipefail
 
 models=../blsp/exp/models
