@@ -99,10 +99,10 @@ def test_scores_are_golden(tmp_path):
     s = score_questions(questions, d)
     assert s["tasks"]["gender"] == pytest.approx({"n": 3, "option_ll_acc": 200 / 3, "option_ll_norm_acc": 100,
                                                   "option_ll_calib_acc": 100, "answer_acc": 100 / 3, "string_match_acc": 100 / 3,
-                                                  "format_rate": 200 / 3, "chance": 50})
+                                                  "format_rate": 200 / 3, "chance": 50, "majority": 200 / 3})
     assert s["tasks"]["accent"] == pytest.approx({"n": 2, "option_ll_acc": 50, "option_ll_norm_acc": 100,
                                                   "option_ll_calib_acc": 100, "answer_acc": 100, "string_match_acc": 100,
-                                                  "format_rate": 100, "chance": 50})
+                                                  "format_rate": 100, "chance": 50, "majority": 50})
     assert s["tasks"]["spoken_term"]["answer_acc"] == s["tasks"]["spoken_term"]["format_rate"] == 0
     assert s["macro"]["option_ll_acc"] == pytest.approx((200 / 3 + 50 + 100) / 3)
     assert s["voice"]["seen"]["tasks"]["gender"]["option_ll_acc"] == 50

@@ -25,7 +25,8 @@ reads ``<sys_dir>/{qa_option_nll,qa_answer}`` (whichever exist) and writes
   option is in it, and none of the words of a wrong option that the right
   option lacks is.
 - ``format_rate``: the answer names exactly one option (consecutive words).
-- ``chance``: 1 / number of options.
+- ``chance``: 1 / number of options; ``majority``: always answering the
+  task's most frequent answer (the floor where values are not balanced).
 
 Each also per ``voice`` (seen/unseen), where the questions have it.
 Description probes (``make_probe``) are scored alike, from the
@@ -72,7 +73,7 @@ from espnet_blsp.utils.kaldi_dir import DataDirError, write_text
 MENTION_ATTRIBUTES = PROBE_ATTRIBUTES
 PROBE_DIR = "probe"  # a system's eval dir holds its probes' scores here
 METRICS = ("option_ll_acc", "option_ll_norm_acc", "option_ll_calib_acc", "answer_acc", "string_match_acc",
-           "format_rate", "chance")
+           "format_rate", "chance", "majority")
 # Rows in the order of ../shared/DESTA2.md §6.5; other systems follow, sorted.
 SYSTEM_NAMES = {**ROW_NAMES, "text_llm": "Text+LLM (the seed; upper bound)"}
 Normalizer = Callable[[str], str]
@@ -184,10 +185,16 @@ def score_questions(questions: List[Dict], sys_dir: Path, norm: Optional[Normali
             key = (q["task"], tuple(q["options"]))
             sums[key] = [a + s for a, (s, _) in zip(sums.get(key, [0.0] * len(q["options"])), nlls[q["id"]])]
             counts[key] = counts.get(key, 0) + 1
+    answers: Dict[str, Dict[str, int]] = {}
+    for q in questions:
+        answers.setdefault(q["task"], {}).setdefault(q["answer"], 0)
+        answers[q["task"]][q["answer"]] += 1
+    majority = {t: max(sorted(a), key=a.get) for t, a in answers.items()}
     records = []
     for q in questions:
         options, right = q["options"], q["options"].index(q["answer"])
-        r = {"task": q["task"], "voice": q.get("voice"), "chance": 1.0 / len(options)}
+        r = {"task": q["task"], "voice": q.get("voice"), "chance": 1.0 / len(options),
+             "majority": float(q["answer"] == majority[q["task"]])}
         if OPTION_NLL in outputs:
             nll, key = nlls[q["id"]], (q["task"], tuple(options))
             r["option_ll_acc"] = float(_argmin([s for s, _ in nll]) == right)
@@ -270,7 +277,8 @@ def _accuracy_table(scores: Dict[str, Dict], metric: str) -> List[str]:
                       for v, t in extra]
 
     header = ["system"] + tasks + ["macro"] + [f"{t} ({v})" for v, t in extra]
-    rows = [["chance"] + cells(next(iter(scores.values())), "chance")]
+    first = next(iter(scores.values()))
+    rows = [["chance"] + cells(first, "chance"), ["majority answer"] + cells(first, "majority")]
     rows += [[SYSTEM_NAMES.get(s, s)] + cells(scores[s], metric) for s in row_order(scores)]
     return _table(header, rows)
 
