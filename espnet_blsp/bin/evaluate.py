@@ -16,6 +16,10 @@ trained or untrained BLSP model)::
         --train_config exp/blsp/config.yaml --model_file exp/blsp/valid.loss.ave.pth \\
         --speech dump/encoder/test/feats.scp,kaldi_ark
 
+``--ask describe_seed`` puts another method's question to a model, inside
+its own prompt, for the continuation and its loss (BLSP's adapter asked
+DeSTA2's "What can you hear from the audio?" against the description).
+
 Each output resumes where it stopped; outputs already complete are skipped.
 Outputs made by another model, input or setting are deleted, not resumed.
 """

@@ -17,7 +17,8 @@
 with ``<speech>``; with ``ask: true`` its words are asked inside each
 system's own prompt instead (``espnet_blsp.llm.prompt.ask``: DeSTA2 keeps
 its audio turn with speech and transcript, a Text+LLM system its text), so
-a model is tried on another method's task as it was trained to listen; ``reference`` a file of the formatted test set
+a model is tried on another method's task as it was trained to listen.
+``reference`` is a file of the formatted test set
 (``dump/raw/<set>/<reference>``); ``metric`` one of ``wer``, ``bleu`` (BLEU
 and chrF, sacrebleu ``tokenize``, default 13a) and ``accuracy`` (``labels``
 default to those among the references). A set the config does not list, or
