@@ -61,6 +61,10 @@ def test_an_asked_task_keeps_the_systems_own_prompt(tmp_path):
                                                          {"role": "user", "content": question}]
     assert cont.spec("describe_seed", "transcription") == f"<speech>\n{question}"
     assert cont.spec("continuation", "transcription") == f"{question} <speech>"  # BLSP's own
+    examples = [{"role": "user", "content": "seed A\nWhat can you hear from the audio?"},
+                {"role": "assistant", "content": "The speaker is female."},
+                {"role": "user", "content": "<speech>\nWhat can you hear from the audio?"}]
+    assert cont.spec(examples, "transcription") == [{"role": "user", "content": f"<speech>\n{question}"}]
     assert asr.spec("description", "transcription") == INSTRUCTIONS["transcription"]  # not asked
     conf.write_text("tasks: {x: {instruction: description, ask: true, reference: r, metric: bleu}}")
     with pytest.raises(ValueError, match="ask: true needs a one-turn instruction"):

@@ -204,7 +204,9 @@ def ask(spec: PromptSpec, question: str) -> PromptSpec:
 def ask_instruction(spec: PromptSpec, instruction: PromptSpec) -> PromptSpec:
     """:func:`ask` with a one-turn instruction's words (a registered name or
     text; its ``<speech>`` dropped): another task put to a system in its own
-    prompt ("continuation" asked of DeSTA2 keeps its audio turn).
+    prompt ("continuation" asked of DeSTA2 keeps its audio turn). Worked
+    examples of the system's own task (user and assistant turns before the
+    last user turn) are dropped: they would show the other task's answers.
 
     Raises:
         ValueError: ``instruction`` is chat turns.
@@ -212,4 +214,8 @@ def ask_instruction(spec: PromptSpec, instruction: PromptSpec) -> PromptSpec:
     text = resolve_instruction(instruction)
     if not isinstance(text, str):
         raise ValueError(f"only a one-turn instruction can be asked in another prompt: {instruction!r}")
-    return ask(spec, " ".join(text.replace(f"<{SPEECH}>", " ").split()))
+    asked = ask(spec, " ".join(text.replace(f"<{SPEECH}>", " ").split()))
+    if isinstance(asked, str):
+        return asked
+    last = max(k for k, t in enumerate(asked) if t["role"] == "user")
+    return [t for k, t in enumerate(asked) if k == last or t["role"] not in ("user", "assistant")]
