@@ -47,7 +47,7 @@ import torch
 from espnet_blsp.bin.make_qa import read_questions
 from espnet_blsp.llm.abs_llm import AbsLLM
 from espnet_blsp.llm.batch import Row, branch_scores, generate, option_scores, text_rows
-from espnet_blsp.llm.prompt import SPEECH, Prompt, PromptSpec, ask, build_prompt
+from espnet_blsp.llm.prompt import SPEECH, Prompt, PromptSpec, ask, build_prompt, token_ids
 from espnet_blsp.utils.cli import add_num_threads, setup
 from espnet_blsp.utils.kaldi_dir import read_kv, read_values
 from espnet_blsp.utils.progress import Progress
@@ -156,14 +156,10 @@ def probe_branches(tokenizer, probes: Sequence[Dict]) -> Tuple[List[int], List[T
     cuts = sorted({len(p["context"]) for p in probes})
     stem, ends = [], {}
     for a, b in zip([0] + cuts, cuts):
-        stem += _ids(tokenizer, stem_text[a:b])
+        stem += token_ids(tokenizer, stem_text[a:b])
         ends[b] = len(stem)
-    branches = [(ends[len(p["context"])], _ids(tokenizer, c)) for p in probes for c in p["continuations"]]
+    branches = [(ends[len(p["context"])], token_ids(tokenizer, c)) for p in probes for c in p["continuations"]]
     return stem, branches
-
-
-def _ids(tokenizer, text: str) -> List[int]:
-    return tokenizer(text, add_special_tokens=False).input_ids if text else []
 
 
 @torch.no_grad()

@@ -35,6 +35,7 @@ import argparse
 import json
 import logging
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -176,10 +177,7 @@ def main(cmd: Optional[List[str]] = None):
     reference = dict(read_kv(args.reference, allow_empty_value=True))
     probes = make_probes(args.data_dir, reference, args.attributes)
     write_text(args.output, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in probes))
-    counts: Dict[str, int] = {}
-    for p in probes:
-        counts[p["task"]] = counts.get(p["task"], 0) + 1
-    logging.info(f"{args.output}: {len(probes)} probes {counts}")
+    logging.info(f"{args.output}: {len(probes)} probes {dict(Counter(p['task'] for p in probes))}")
 
 
 if __name__ == "__main__":

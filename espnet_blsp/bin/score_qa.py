@@ -55,6 +55,7 @@ import argparse
 import json
 import logging
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -179,16 +180,11 @@ def score_questions(questions: List[Dict], sys_dir: Path, norm: Optional[Normali
     if OPTION_NLL in outputs:
         nlls = {q["id"]: _parse_nll(sys_dir / OPTION_NLL, q["id"], outputs[OPTION_NLL][q["id"]], len(q["options"]))
                 for q in questions}
-        sums: Dict[Tuple, List[float]] = {}  # (task, options) -> per option, summed NLL
-        counts: Dict[Tuple, int] = {}
+        by_options: Dict[Tuple, List[List[float]]] = {}  # (task, options) -> each item's option NLLs
         for q in questions:
-            key = (q["task"], tuple(q["options"]))
-            sums[key] = [a + s for a, (s, _) in zip(sums.get(key, [0.0] * len(q["options"])), nlls[q["id"]])]
-            counts[key] = counts.get(key, 0) + 1
-    answers: Dict[str, Dict[str, int]] = {}
-    for q in questions:
-        answers.setdefault(q["task"], {}).setdefault(q["answer"], 0)
-        answers[q["task"]][q["answer"]] += 1
+            by_options.setdefault((q["task"], tuple(q["options"])), []).append([s for s, _ in nlls[q["id"]]])
+        means = {key: [sum(column) / len(items) for column in zip(*items)] for key, items in by_options.items()}
+    answers = {t: Counter(q["answer"] for q in questions if q["task"] == t) for t in {q["task"] for q in questions}}
     majority = {t: max(sorted(a), key=a.get) for t, a in answers.items()}
     records = []
     for q in questions:
@@ -196,10 +192,10 @@ def score_questions(questions: List[Dict], sys_dir: Path, norm: Optional[Normali
         r = {"task": q["task"], "voice": q.get("voice"), "chance": 1.0 / len(options),
              "majority": float(q["answer"] == majority[q["task"]])}
         if OPTION_NLL in outputs:
-            nll, key = nlls[q["id"]], (q["task"], tuple(options))
+            nll, mean = nlls[q["id"]], means[q["task"], tuple(options)]
             r["option_ll_acc"] = float(_argmin([s for s, _ in nll]) == right)
             r["option_ll_norm_acc"] = float(_argmin([s / max(n, 1) for s, n in nll]) == right)
-            r["option_ll_calib_acc"] = float(_argmin([s - m / counts[key] for (s, _), m in zip(nll, sums[key])]) == right)
+            r["option_ll_calib_acc"] = float(_argmin([s - m for (s, _), m in zip(nll, mean)]) == right)
         if ANSWER in outputs:
             answer = outputs[ANSWER][q["id"]]
             answer = "" if answer == EMPTY else answer

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from espnet_blsp.llm.abs_llm import AbsLLM
-from espnet_blsp.llm.prompt import SPEECH, Prompt, shared_prefix
+from espnet_blsp.llm.prompt import SPEECH, Prompt, shared_prefix, token_ids
 
 IGNORE_ID = -100
 
@@ -167,9 +167,7 @@ def option_scores(
         Per row, per option, (summed NLL, tokens).
     """
     prompts = per_row(prompts, len(rows))
-    tok = llm.tokenizer
-    branches = [[(0, tok(o, add_special_tokens=False).input_ids + [p.end]) for o in opts]
-                for opts, p in zip(options, prompts)]
+    branches = [[(0, token_ids(llm.tokenizer, o) + [p.end]) for o in opts] for opts, p in zip(options, prompts)]
     return branch_scores(llm, rows, prompts, [[] for _ in rows], branches)
 
 

@@ -138,14 +138,14 @@ def build_prompt(tokenizer, spec: PromptSpec, use_chat_template: bool = True) ->
         # A space before a slot belongs to the text that fills it (BPE glues
         # it to the next word); newlines belong to the template.
         head = before.rstrip(" ")
-        segments.append(_ids(tokenizer, head))
+        segments.append(token_ids(tokenizer, head))
         leads.append(before[len(head) :])
-    segments.append(_ids(tokenizer, texts[-1]))
+    segments.append(token_ids(tokenizer, texts[-1]))
     return Prompt(segments=segments, slots=slots, leads=leads, end=end)
 
 
-def _ids(tokenizer, text: str) -> List[int]:
-    # The template already holds every special token it wants.
+def token_ids(tokenizer, text: str) -> List[int]:
+    """``text``'s ids without special tokens (a template already holds every one it wants)."""
     return tokenizer(text, add_special_tokens=False).input_ids if text else []
 
 
@@ -157,7 +157,7 @@ def _end_of_turn(tokenizer) -> int:
         tokenize=False,
     )
     tail = text[text.rindex(marker) + len(marker) :]
-    ids = _ids(tokenizer, tail.lstrip(" "))
+    ids = token_ids(tokenizer, tail.lstrip(" "))
     return ids[0] if ids else tokenizer.eos_token_id
 
 
