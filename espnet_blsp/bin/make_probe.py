@@ -61,19 +61,43 @@ def phrase_pattern(phrase: str) -> re.Pattern:
     return re.compile(rf"(?<![\w-]){words}(?![\w-])", re.IGNORECASE)
 
 
-def first_mention(text: str, phrases: Dict[str, Sequence[str]]) -> Optional[Mention]:
-    """The earliest (then longest, then spelt as found) phrase of any value in
-    ``text`` outside quotes."""
+def mentions(text: str, phrases: Dict[str, Sequence[str]]) -> List[Mention]:
+    """Every phrase of any value in ``text`` outside quotes, in order; where
+    phrases overlap, the earliest (then longest, then spelt as found) wins."""
     quoted = [m.span() for m in QUOTED.finditer(text)]
-    found = [
+    found = sorted(
         (m.start(), -m.end(), m.group().lower() != phrase.lower(), value, phrase)
         for value, ps in phrases.items() for phrase in ps for m in phrase_pattern(phrase).finditer(text)
         if not any(a <= m.start() < b for a, b in quoted)
-    ]
-    if not found:
+    )
+    out, end = [], 0
+    for start, neg_end, _, value, phrase in found:
+        if start >= end:
+            out.append((start, -neg_end, value, phrase))
+            end = -neg_end
+    return out
+
+
+def first_mention(text: str, phrases: Dict[str, Sequence[str]]) -> Optional[Mention]:
+    """The first of :func:`mentions`, or None."""
+    found = mentions(text, phrases)
+    return found[0] if found else None
+
+
+def value_phrases(data_dir: Path, name: str, utts: Sequence[str]) -> Optional[Tuple[Dict[str, str], Dict[str, Tuple[str, ...]]]]:
+    """Each utterance's value of attribute ``name`` (its word) and each value's
+    phrases, or None when ``data_dir`` has no side file of it.
+
+    Raises:
+        DataDirError: A side file missing an utterance or holding an unknown value.
+    """
+    attribute = ATTRIBUTES[name]
+    if attribute.file_in(data_dir) is None:
         return None
-    start, end, _, value, phrase = min(found, key=lambda f: f[:3])
-    return start, -end, value, phrase
+    values = {u: attribute.word(f, v) for u, (f, v) in read_attribute(data_dir, name, utts).items()}
+    vocabulary = list(attribute.words or sorted(set(values.values())))
+    # An open set's values are names, written as the labels have them ("New York").
+    return values, {w: attribute.phrases(w) if attribute.words else (w,) for w in vocabulary}
 
 
 def parallel_phrase(used: str, index: int, candidates: Sequence[str]) -> str:
@@ -136,16 +160,14 @@ def make_probes(data_dir: Path, reference: Dict[str, str], attributes: Sequence[
     seen = read_seen(data_dir / "utt2seen") if (data_dir / "utt2seen").is_file() else {}
     probes = []
     for name in attributes:
-        attribute = ATTRIBUTES[name]
-        if attribute.file_in(data_dir) is None:
+        found = value_phrases(data_dir, name, utts)
+        if found is None:
             continue
-        values = {u: attribute.word(f, v) for u, (f, v) in read_attribute(data_dir, name, utts).items()}
-        vocabulary = list(attribute.words or sorted(set(values.values())))
+        values, phrases = found
+        vocabulary = list(phrases)
         if len(vocabulary) < 2:
             logging.warning(f"{data_dir}: only {vocabulary} for {name}; no probes")
             continue
-        # An open set's values are names, written as the labels have them ("New York").
-        phrases = {w: attribute.phrases(w) if attribute.words else (w,) for w in vocabulary}
         for u in utts:
             text = reference[u]
             mention = first_mention(text, phrases)

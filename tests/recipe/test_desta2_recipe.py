@@ -62,7 +62,7 @@ def test_desta2_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir)
         "./desta2.sh", "--local_data_opts", "--max_utts_per_subset 3",
         "--train_set", "train_synth_aug", "--valid_set", "dev_synth_aug", "--test_sets", "test_synth_aug",
         "--llm", str(tiny_llm_dir), "--whisper", str(tiny_whisper_dir),
-        "--describe_config", "conf/describe_tiny.yaml", "--train_config", "conf/train_tiny.yaml",
+        "--describe_config", "conf/describe_tiny.yaml", "--fix_targets", "true", "--train_config", "conf/train_tiny.yaml",
         "--continuation_config", "conf/continue_tiny.yaml", "--eval_config", "conf/eval_tasks.yaml",
         "--variant_configs", "conf/train_tiny_no_hyp.yaml", "--nj", "1", "--python", sys.executable,
     ]
@@ -78,8 +78,9 @@ def test_desta2_recipe_runs_all_stages(tmp_path, tiny_llm_dir, tiny_whisper_dir)
     raw = recipe / "dump/raw/train_synth_aug"
     seeds = (raw / "seed").read_text().splitlines()
     assert len(seeds) == 3 and all("(Gender: " in s and "Noise level: " in s for s in seeds)
-    for name in ("description", "asr_hyp"):
+    for name in ("description", "description_llm", "asr_hyp"):
         assert (raw / name).read_text().count("\n") == 3
+    assert not (recipe / "dump/raw/test_synth_aug/description_llm").exists()  # test references stay the LLM's
     exp = recipe / "exp/desta2_train_tiny"
     assert (exp / "valid.loss.ave.pth").exists()
     assert "DeSTA2Model" in (exp / "train.log").read_text()

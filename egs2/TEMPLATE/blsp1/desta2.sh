@@ -28,6 +28,8 @@ seed_attributes=     # make_seed --attributes (default: every attribute the data
 llm=
 whisper=
 describe_config=conf/describe.yaml  # step 1: the LLM describes each seed transcript
+fix_targets=false    # training and validation descriptions name each labelled attribute's true value
+                     # (bin/fix_descriptions: for small LLMs that misread the seed; not DeSTA2's)
 continuation_config= # BLSP's step 1 (e.g. ../blsp/conf/continuation.yaml): each test set's `continuation`,
                      # the LLM continuing the transcript: the reference of a continuation task
 eval_config=         # each test set's tasks beside the description (evaluation/tasks.py; default: ASR),
@@ -55,7 +57,8 @@ Usage: $0 --train_set <set> --valid_set <set> --test_sets "<set> ..." --llm <mod
 Stages:
   1: data preparation (local/data.sh), with paralinguistic side files
   2: format: check data dirs, measure audio, filter by length -> ${dumpdir}/raw (blsp.sh stage 2)
-  3: seed transcripts, and the LLM's description of each -> ${dumpdir}/raw/<set>/{seed,description};
+  3: seed transcripts, and the LLM's description of each -> ${dumpdir}/raw/<set>/{seed,description}
+     (with --fix_targets, the training sets' LLM descriptions are kept as description_llm);
      with --continuation_config, its continuation of each test transcript -> .../continuation
   4: Whisper's transcripts -> ${dumpdir}/raw/<set>/asr_hyp
   5: encoder dump, statistics and training on the descriptions (blsp.sh stages 4-6)
@@ -67,7 +70,7 @@ Stages:
 Options (default):
   --stage ($stage) --stop_stage ($stop_stage) --nj ($nj) --ngpu ($ngpu)
   --datadir ($datadir): from --stage 2, the data dirs of an existing ESPnet recipe (side files for the seeds)
-  --describe_config ($describe_config) --train_config ($train_config)
+  --describe_config ($describe_config) --fix_targets ($fix_targets) --train_config ($train_config)
   --continuation_config ($continuation_config) --eval_config ($eval_config)
   --seed_attributes ($seed_attributes) --blsp_exp ($blsp_exp) --eval_qa ($eval_qa) --eval_probe ($eval_probe)
   --variant_configs: e.g. "conf/train_desta2_3ep.yaml" -> ${expdir}/desta2_<name>, a row named <name>
@@ -119,7 +122,13 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     d=${dumpdir}/raw/${dset}
     ${python} -m espnet_blsp.bin.make_seed --data_dir "${d}" --output "${d}/seed" \
       ${seed_attributes:+--attributes "${seed_attributes}"}
-    llm_targets "${d}" seed description "${describe_config}"
+    if "${fix_targets}" && [[ " ${test_sets} " != *" ${dset} "* ]]; then
+      llm_targets "${d}" seed description_llm "${describe_config}"
+      rm -f "${d}/.description.done"  # description is no longer the LLM's own
+      ${python} -m espnet_blsp.bin.fix_descriptions --data_dir "${d}" --input "${d}/description_llm" --output "${d}/description"
+    else
+      llm_targets "${d}" seed description "${describe_config}"
+    fi
   done
   if [ -n "${continuation_config}" ]; then
     for dset in ${test_sets}; do llm_targets "${dumpdir}/raw/${dset}" text continuation "${continuation_config}"; done

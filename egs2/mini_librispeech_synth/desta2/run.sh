@@ -20,7 +20,7 @@ blsp_exp=../blsp/exp/blsp_train_blsp
   --test_sets test_synth_aug \
   --llm "${models}/smollm2-135m-instruct" \
   --whisper "${models}/whisper-tiny.en" \
-  --describe_config conf/describe.yaml \
+  --describe_config conf/describe.yaml --fix_targets true \
   --continuation_config ../blsp/conf/continuation.yaml \
   --eval_config conf/eval_tasks.yaml \
   --train_config conf/train_desta2.yaml \
