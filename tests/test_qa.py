@@ -228,3 +228,20 @@ def test_evaluate_speech_system_with_asr_hyp(tmp_path, tiny_whisper_dir, tiny_ll
     assert sorted(nll) == keys and len(nll["u1_snr"].split()) == 8
     answers = (tmp_path / "out/qa_answer").read_text().splitlines()
     assert sorted(x.split()[0] for x in answers) == keys
+
+
+def test_paired_table_counts_wins_and_losses_against_the_cascade(tmp_path):
+    assert score_qa.mcnemar_p(0, 0) == 1.0 and score_qa.mcnemar_p(3, 3) == 1.0
+    assert score_qa.mcnemar_p(10, 0) == pytest.approx(2 / 1024)
+    assert score_qa.mcnemar_p(45, 21) == pytest.approx(0.0043, abs=1e-4)  # the demo's 3-epoch gender probes
+    items = {"g1": ["gender", 1], "g2": ["gender", 1], "g3": ["gender", 0], "p1": ["pitch", 0]}
+    cascade = {"g1": ["gender", 0], "g2": ["gender", 1], "g3": ["gender", 1], "p1": ["pitch", 0]}
+    for system, its in (("whisper_cascade", cascade), ("desta2", items), ("other", {"g1": ["gender", 1]})):
+        d = tmp_path / "eval/test" / system
+        d.mkdir(parents=True)
+        (d / "qa_scores.json").write_text(json.dumps({"n": len(its), "tasks": {}, "macro": {}, "items": its}))
+    table = score_qa.results_tables(tmp_path / "eval")
+    paired = table.split("Paired with")[1].split("\n\n")[1]  # the table after its title
+    assert paired.startswith("| system | gender | pitch |")
+    assert "| DeSTA2 (Q-Former + transcript) | +1/-1 p=1 | +0/-0 p=1 |" in paired
+    assert "| other |" not in paired  # other items: no pairs

@@ -28,7 +28,11 @@ reads ``<sys_dir>/{qa_option_nll,qa_answer}`` (whichever exist) and writes
 - ``chance``: 1 / number of options; ``majority``: always answering the
   task's most frequent answer (the floor where values are not balanced).
 
-Each also per ``voice`` (seen/unseen), where the questions have it.
+Each also per ``voice`` (seen/unseen), where the questions have it. With
+option NLLs, ``items`` holds each question's task and calibrated right (1)
+or wrong (0), for the tables' paired test: per task, each system against the
+Whisper+LLM cascade on the same items, the items only one of the two got
+right (+won / -lost) and the exact two-sided McNemar p.
 Description probes (``make_probe``) are scored alike, from the
 ``qa_option_nll`` that ``evaluate_qa`` wrote into ``<sys_dir>/probe``
 (``--questions probes.jsonl --sys_dir <sys_dir>/probe``).
@@ -54,6 +58,7 @@ markdown tables of ``<set>/<system>/{qa_scores,mention_scores}.json``.
 import argparse
 import json
 import logging
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -205,6 +210,8 @@ def score_questions(questions: List[Dict], sys_dir: Path, norm: Optional[Normali
             r["format_rate"] = float(sum(named) == 1)
         records.append(r)
     scores = _summary(records)
+    if OPTION_NLL in outputs:
+        scores["items"] = {q["id"]: [q["task"], int(r["option_ll_calib_acc"])] for q, r in zip(questions, records)}
     voices = sorted({r["voice"] for r in records if r["voice"]})
     if voices:
         scores["voice"] = {v: _summary([r for r in records if r["voice"] == v]) for v in voices}
@@ -279,6 +286,40 @@ def _accuracy_table(scores: Dict[str, Dict], metric: str) -> List[str]:
     return _table(header, rows)
 
 
+def mcnemar_p(won: int, lost: int) -> float:
+    """Exact two-sided McNemar p of ``won`` vs ``lost`` discordant pairs."""
+    n = won + lost
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(won, lost) + 1)) / 2**n) if n else 1.0
+
+
+def _paired_table(scores: Dict[str, Dict], baseline: str) -> List[str]:
+    """Per task, each system against ``baseline`` on the same items
+    (calibrated): "+won/-lost p"; a task whose items differ is left out."""
+    base = scores[baseline]["items"]
+    tasks = [t for t in list(TASKS) + sorted({t for t, _ in base.values()} - set(TASKS))
+             if any(task == t for task, _ in base.values())]
+    rows = []
+    for s in row_order(scores):
+        items = scores[s].get("items")
+        if s == baseline or items is None or set(items) != set(base):
+            continue
+        cells = []
+        for t in tasks:
+            pairs = [(right, base[i][1]) for i, (task, right) in items.items() if task == t]
+            won, lost = sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
+            cells.append(f"+{won}/-{lost} p={mcnemar_p(won, lost):.2g}")
+        rows.append([SYSTEM_NAMES.get(s, s)] + cells)
+    return _table(["system"] + tasks, rows)
+
+
+def _paired_lines(scores: Dict[str, Dict], baseline: str = "whisper_cascade") -> List[str]:
+    if baseline not in scores or "items" not in scores[baseline]:
+        return []
+    return [f"Paired with {SYSTEM_NAMES.get(baseline, baseline)} on the same items (calibrated): "
+            "items only the system got right (+) / only the cascade (-), exact McNemar p", ""] + \
+        _paired_table(scores, baseline) + [""]
+
+
 @typechecked
 def results_tables(results_dir: Path) -> str:
     """Markdown tables per test set: option-LL accuracy per task, generated
@@ -297,6 +338,7 @@ def results_tables(results_dir: Path) -> str:
             lines += _accuracy_table(qa, "option_ll_acc") + [""]
             lines += ["The same, calibrated (each option's NLL less its mean over the task's questions)", ""]
             lines += _accuracy_table(qa, "option_ll_calib_acc") + [""]
+            lines += _paired_lines(qa)
             first = next(iter(qa.values()))
             gen = ["answer_acc", "string_match_acc", "format_rate"]
             rows = [["chance", _cell(first, "macro", "chance"), _cell(first, "macro", "chance"), "–"]]
@@ -312,6 +354,7 @@ def results_tables(results_dir: Path) -> str:
             lines += _accuracy_table(probes, "option_ll_acc") + [""]
             lines += ["The same, calibrated (each value's NLL less its mean over the attribute's probes)", ""]
             lines += _accuracy_table(probes, "option_ll_calib_acc") + [""]
+            lines += _paired_lines(probes)
         if mentions:
             names = [a for a in MENTION_ATTRIBUTES if any(a in m["attributes"] for m in mentions.values())]
             rows = [[SYSTEM_NAMES.get(s, s)]
