@@ -371,24 +371,34 @@ def test_auto_dtype_follows_the_hardware(monkeypatch):
         dt.resolve_dtype("float33")
 
 
-def test_eager_attention_gives_the_same_loss_and_gradients(tiny_whisper_dir, tiny_llm_dir):
-    # The CPU demos train with attn_implementation: eager (SDPA's CPU backward is slower).
+def test_training_attention_gives_the_same_loss_and_gradients(tiny_whisper_dir, tiny_llm_dir):
+    # The CPU demos train with train_attn_implementation: eager (SDPA's CPU backward is slower).
     speech, lengths = speech_batch([8000, 12000])
     text, text_lengths = torch.tensor([[20, 21, 22], [23, 24, -1]]), torch.tensor([3, 2])
     results = []
-    for attn in ("sdpa", "eager"):
+    for train_attn in (None, "eager"):
         torch.manual_seed(0)
         encoder = WhisperSpeechEncoder(str(tiny_whisper_dir))
-        llm = HFCausalLM(str(tiny_llm_dir), dtype="float32", attn_implementation=attn)
+        llm = HFCausalLM(str(tiny_llm_dir), dtype="float32", train_attn_implementation=train_attn)
         adapter = ConvGLUAdapter(encoder.output_size(), llm.hidden_size(), bottleneck_dim=8)
         model = BLSPModel(encoder, adapter, llm).train()
+        seen = []
+        llm.hf_model().model.layers[0].self_attn.register_forward_pre_hook(
+            lambda m, a: seen.append(m.config._attn_implementation)
+        )
         loss, _, _ = model(speech, lengths, text, text_lengths)
         loss.backward()
+        with torch.no_grad():
+            model(speech, lengths, text, text_lengths)
+        # One training forward attends with it; the prompt-prefix cache and scoring keep SDPA.
+        assert seen.count("eager") == (1 if train_attn else 0) and seen[-1] == "sdpa"
         results.append((loss.detach(), [p.grad for p in model.adapter.parameters()]))
     (sdpa_loss, sdpa_grads), (eager_loss, eager_grads) = results
     torch.testing.assert_close(eager_loss, sdpa_loss, atol=1e-5, rtol=1e-5)
     for a, b in zip(eager_grads, sdpa_grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        HFCausalLM(str(tiny_llm_dir), train_attn_implementation="eager", gradient_checkpointing=True)
 
 
 def test_bf16_adapter_keeps_float32_weights_and_the_loss(tiny_whisper_dir, tiny_llm_dir):

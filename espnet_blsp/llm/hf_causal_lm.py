@@ -33,6 +33,13 @@ class HFCausalLM(AbsLLM, FrozenModule):
             than float32 with AMX, and half the memory), else float32.
         gguf_file: Optional GGUF file name inside ``model_name_or_path``.
         attn_implementation: Passed to transformers ("sdpa", "eager", ...).
+        train_attn_implementation: The attention implementation while
+            gradients flow through :meth:`hidden_states` (training); None:
+            ``attn_implementation``. On a CPU, "eager" (matmuls and a
+            softmax) takes one third of SDPA's flash-kernel time backward at
+            the demos' lengths, while SDPA's forward is the faster one for
+            scoring and generation (``bench/README.md``). Not with
+            ``gradient_checkpointing``.
         lora: LoRA on the LLM, e.g. ``{r: 8, alpha: 16, dropout: 0.05,
             target_modules: [q_proj, v_proj]}`` (these are the defaults of
             missing keys; ``{}`` takes them all). ``target_modules`` is a list
@@ -72,6 +79,7 @@ class HFCausalLM(AbsLLM, FrozenModule):
         dtype: str = "auto",
         gguf_file: Optional[str] = None,
         attn_implementation: str = "sdpa",
+        train_attn_implementation: Optional[str] = None,
         lora: Optional[Dict] = None,
         gradient_checkpointing: bool = False,
         compile: bool = False,
@@ -104,6 +112,10 @@ class HFCausalLM(AbsLLM, FrozenModule):
         if self.lora is not None:
             self.model = _with_lora(self.model, self.lora)
         self.gradient_checkpointing = gradient_checkpointing
+        if train_attn_implementation and gradient_checkpointing:
+            # The backward's recomputation runs outside the switch and would attend otherwise.
+            raise ValueError("train_attn_implementation and gradient_checkpointing cannot be combined")
+        self.train_attn_implementation = train_attn_implementation
         self.compile_layers = compile
         self._compiled = False
         # Found once: checkpointing wraps them and compile compiles their parts.
@@ -172,7 +184,7 @@ class HFCausalLM(AbsLLM, FrozenModule):
             )
         # The body alone: the vocabulary projection is applied only where a
         # loss is taken, which saves a large matmul per padded position.
-        with self._checkpointing():
+        with self._checkpointing(), self._training_attention():
             out = self._body()(
                 inputs_embeds=inputs_embeds.to(self.dtype),
                 attention_mask=attention_mask,
@@ -190,6 +202,21 @@ class HFCausalLM(AbsLLM, FrozenModule):
                 if "attn" not in name:
                     part.compile(dynamic=True)
         self._compiled = True
+
+    @contextmanager
+    def _training_attention(self) -> Iterator[None]:
+        """Inside, while grad is enabled, the LLM attends with
+        ``train_attn_implementation`` (transformers reads it per call)."""
+        if not (self.train_attn_implementation and torch.is_grad_enabled()):
+            yield
+            return
+        config = self.hf_model().config
+        before = config._attn_implementation
+        config._attn_implementation = self.train_attn_implementation
+        try:
+            yield
+        finally:
+            config._attn_implementation = before
 
     @contextmanager
     def _checkpointing(self) -> Iterator[None]:
