@@ -84,7 +84,10 @@ def first_mention(text: str, phrases: Dict[str, Sequence[str]]) -> Optional[Ment
     return found[0] if found else None
 
 
-def value_phrases(data_dir: Path, name: str, utts: Sequence[str]) -> Optional[Tuple[Dict[str, str], Dict[str, Tuple[str, ...]]]]:
+ValuePhrases = Tuple[Dict[str, str], Dict[str, Tuple[str, ...]]]  # uttid -> value, value -> its phrases
+
+
+def value_phrases(data_dir: Path, name: str, utts: Sequence[str]) -> Optional[ValuePhrases]:
     """Each utterance's value of attribute ``name`` (its word) and each value's
     phrases, or None when ``data_dir`` has no side file of it.
 
