@@ -142,11 +142,11 @@ def _register() -> None:
 
 
 @contextmanager
-def _attention_of(config) -> Iterator[None]:
-    """The model's attention implementation switched to this module's."""
-    _register()
+def attention_implementation(config, name: str) -> Iterator[None]:
+    """Inside, the model of ``config`` attends with the registered attention
+    implementation ``name`` (transformers reads it at every call)."""
     before = config._attn_implementation
-    config._attn_implementation = NAME
+    config._attn_implementation = name
     try:
         yield
     finally:
@@ -192,7 +192,8 @@ def greedy_decode(
     rows = torch.arange(batch, device=device)  # the rows still decoding, by index in the batch
     done = torch.zeros(batch, dtype=torch.bool, device=device)  # of those, rows that ended
     x = inputs_embeds
-    with _attention_of(body.config):
+    _register()
+    with attention_implementation(body.config, NAME):
         for step in range(max_new_tokens):
             state.begin(x.size(1))
             hidden = body(inputs_embeds=x, position_ids=positions, use_cache=False, blsp_decode=state)

@@ -205,18 +205,12 @@ class HFCausalLM(AbsLLM, FrozenModule):
 
     @contextmanager
     def _training_attention(self) -> Iterator[None]:
-        """Inside, while grad is enabled, the LLM attends with
-        ``train_attn_implementation`` (transformers reads it per call)."""
+        """Inside, while grad is enabled, the LLM attends with ``train_attn_implementation``."""
         if not (self.train_attn_implementation and torch.is_grad_enabled()):
             yield
             return
-        config = self.hf_model().config
-        before = config._attn_implementation
-        config._attn_implementation = self.train_attn_implementation
-        try:
+        with greedy.attention_implementation(self.hf_model().config, self.train_attn_implementation):
             yield
-        finally:
-            config._attn_implementation = before
 
     @contextmanager
     def _checkpointing(self) -> Iterator[None]:
